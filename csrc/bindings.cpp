@@ -1,0 +1,299 @@
+// pybind11 bindings of fastconv._core. This file only converts arguments, checks that the
+// arrays are what the kernels may safely read and write (dtype, C order, ndim, the shape
+// relations between arrays), and releases the GIL around each kernel. User-facing argument
+// checking, shape formulas and output allocation live in python/fastconv/kernels.py.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <utility>
+
+#include "conv.h"
+#include "dispatch.h"
+#include "pool.h"
+#include "threading.h"
+
+namespace py = pybind11;
+using Pair = std::pair<int64_t, int64_t>;
+
+namespace fastconv {
+namespace {
+
+enum class DType { f32, f64 };
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+DType float_dtype(const py::array& a, const char* name) {
+  if (py::isinstance<py::array_t<float>>(a)) return DType::f32;
+  if (py::isinstance<py::array_t<double>>(a)) return DType::f64;
+  throw py::type_error(std::string(name) + ": expected a float32 or float64 array, got " +
+                       dtype_name(a));
+}
+
+void require_layout(const py::array& a, const char* name, py::ssize_t ndim, bool writable) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) +
+                          " dimensions, got " + std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": not writeable");
+}
+
+void require_float(const py::array& a, const char* name, py::ssize_t ndim, DType dtype,
+                   bool writable = false) {
+  if (float_dtype(a, name) != dtype)
+    throw py::type_error(std::string(name) + ": dtype " + dtype_name(a) +
+                         " differs from the input's");
+  require_layout(a, name, ndim, writable);
+}
+
+void require_indices(const py::array& a, const char* name, const py::array& like) {
+  if (!py::isinstance<py::array_t<int64_t>>(a))
+    throw py::type_error(std::string(name) + ": expected an int64 array, got " + dtype_name(a));
+  require_layout(a, name, like.ndim(), false);
+  for (py::ssize_t d = 0; d < like.ndim(); ++d)
+    if (a.shape(d) != like.shape(d))
+      throw py::value_error(std::string(name) + ": shape differs from the pooled output's");
+}
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw py::value_error(what);
+}
+
+void require_positive(const Pair& p, const char* name) {
+  require(p.first >= 1 && p.second >= 1, std::string(name) + ": must be >= 1");
+}
+
+void require_non_negative(const Pair& p, const char* name) {
+  require(p.first >= 0 && p.second >= 0, std::string(name) + ": must be >= 0");
+}
+
+template <typename T>
+const T* cdata(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <typename T>
+T* mdata(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+template <typename T>
+const T* optional_data(const py::object& a) {
+  return a.is_none() ? nullptr : static_cast<const T*>(a.cast<py::array>().data());
+}
+
+// Conv2dShape from the input (N,C,H,W), weight (K,C/g,R,S) and output (N,K,Ho,Wo) shapes,
+// after checking that they fit together.
+Conv2dShape conv_shape(const py::array& x, const py::array& w, const py::array& y,
+                       const Pair& stride, const Pair& padding, const Pair& dilation,
+                       int64_t groups) {
+  require_positive(stride, "stride");
+  require_non_negative(padding, "padding");
+  require_positive(dilation, "dilation");
+  require(groups >= 1, "groups: must be >= 1");
+  Conv2dShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(2),
+                w.shape(3), y.shape(2), y.shape(3), stride.first, stride.second,
+                padding.first, padding.second, dilation.first, dilation.second, groups};
+  require(s.C == w.shape(1) * groups, "weight: shape[1] * groups must equal the input channels");
+  require(s.K % groups == 0, "weight: shape[0] must be divisible by groups");
+  require(y.shape(0) == s.N && y.shape(1) == s.K,
+          "output: batch and channels must match the input and weight");
+  return s;
+}
+
+void check_bias(const py::object& bias, DType dt, int64_t length) {
+  if (bias.is_none()) return;
+  py::array b = bias.cast<py::array>();
+  require_float(b, "bias", 1, dt);
+  require(b.shape(0) == length, "bias: wrong length");
+}
+
+void conv2d_forward_py(const py::array& x, const py::array& w, const py::object& bias,
+                       py::array& out, Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  const DType dt = float_dtype(x, "input");
+  require_float(x, "input", 4, dt);
+  require_float(w, "weight", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  const Conv2dShape s = conv_shape(x, w, out, stride, padding, dilation, groups);
+  check_bias(bias, dt, s.K);
+  if (dt == DType::f32) {
+    const float* b = optional_data<float>(bias);
+    py::gil_scoped_release release;
+    conv2d_forward(s, cdata<float>(x), cdata<float>(w), b, mdata<float>(out));
+  } else {
+    const double* b = optional_data<double>(bias);
+    py::gil_scoped_release release;
+    conv2d_forward(s, cdata<double>(x), cdata<double>(w), b, mdata<double>(out));
+  }
+}
+
+// out = dx (N,C,H,W); bias (C) optional, added to every dx[:, c] (conv_transpose2d).
+void conv2d_input_grad_py(const py::array& w, const py::array& dy, const py::object& bias,
+                          py::array& out, Pair stride, Pair padding, Pair dilation,
+                          int64_t groups) {
+  const DType dt = float_dtype(dy, "grad_output");
+  require_float(w, "weight", 4, dt);
+  require_float(dy, "grad_output", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  const Conv2dShape s = conv_shape(out, w, dy, stride, padding, dilation, groups);
+  check_bias(bias, dt, s.C);
+  if (dt == DType::f32) {
+    const float* b = optional_data<float>(bias);
+    py::gil_scoped_release release;
+    conv2d_input_grad(s, cdata<float>(w), cdata<float>(dy), b, mdata<float>(out));
+  } else {
+    const double* b = optional_data<double>(bias);
+    py::gil_scoped_release release;
+    conv2d_input_grad(s, cdata<double>(w), cdata<double>(dy), b, mdata<double>(out));
+  }
+}
+
+// out = dw (K, C/groups, R, S)
+void conv2d_weight_grad_py(const py::array& x, const py::array& dy, py::array& out, Pair stride,
+                           Pair padding, Pair dilation, int64_t groups) {
+  const DType dt = float_dtype(x, "input");
+  require_float(x, "input", 4, dt);
+  require_float(dy, "grad_output", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  const Conv2dShape s = conv_shape(x, out, dy, stride, padding, dilation, groups);
+  py::gil_scoped_release release;
+  if (dt == DType::f32)
+    conv2d_weight_grad(s, cdata<float>(x), cdata<float>(dy), mdata<float>(out));
+  else
+    conv2d_weight_grad(s, cdata<double>(x), cdata<double>(dy), mdata<double>(out));
+}
+
+// Pool2dShape from the input-side (N,C,H,W) and output-side (N,C,Ho,Wo) arrays.
+Pool2dShape pool_shape(const py::array& big, const py::array& small, const Pair& kernel,
+                       const Pair& stride, const Pair& padding, const Pair& dilation) {
+  require_positive(kernel, "kernel_size");
+  require_positive(stride, "stride");
+  require_non_negative(padding, "padding");
+  require_positive(dilation, "dilation");
+  require(big.shape(0) == small.shape(0) && big.shape(1) == small.shape(1),
+          "pooling: batch and channels of input and output differ");
+  return {big.shape(0),  big.shape(1),  big.shape(2),   big.shape(3),    small.shape(2),
+          small.shape(3), kernel.first, kernel.second, stride.first,    stride.second,
+          padding.first, padding.second, dilation.first, dilation.second};
+}
+
+void max_pool2d_forward_py(const py::array& x, py::array& out, const py::object& indices,
+                           Pair kernel, Pair stride, Pair padding, Pair dilation) {
+  const DType dt = float_dtype(x, "input");
+  require_float(x, "input", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  int64_t* idx = nullptr;
+  if (!indices.is_none()) {
+    py::array ind = indices.cast<py::array>();
+    require_indices(ind, "indices", out);
+    require(ind.writeable(), "indices: not writeable");
+    idx = mdata<int64_t>(ind);
+  }
+  const Pool2dShape s = pool_shape(x, out, kernel, stride, padding, dilation);
+  py::gil_scoped_release release;
+  if (dt == DType::f32)
+    max_pool2d_forward(s, cdata<float>(x), mdata<float>(out), idx);
+  else
+    max_pool2d_forward(s, cdata<double>(x), mdata<double>(out), idx);
+}
+
+void max_pool2d_backward_py(const py::array& dy, const py::array& indices, py::array& out) {
+  const DType dt = float_dtype(dy, "grad_output");
+  require_float(dy, "grad_output", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  require_indices(indices, "indices", dy);
+  const Pool2dShape s = pool_shape(out, dy, {1, 1}, {1, 1}, {0, 0}, {1, 1});
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    if (dt == DType::f32)
+      ok = max_pool2d_backward(s, cdata<float>(dy), cdata<int64_t>(indices), mdata<float>(out));
+    else
+      ok = max_pool2d_backward(s, cdata<double>(dy), cdata<int64_t>(indices), mdata<double>(out));
+  }
+  require(ok, "indices: values must lie in [0, H*W) of the input plane, H*W = " +
+                  std::to_string(s.H * s.W));
+}
+
+void avg_pool2d_forward_py(const py::array& x, py::array& out, Pair kernel, Pair stride,
+                           Pair padding, bool count_include_pad, int64_t divisor_override) {
+  const DType dt = float_dtype(x, "input");
+  require_float(x, "input", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  const Pool2dShape s = pool_shape(x, out, kernel, stride, padding, {1, 1});
+  py::gil_scoped_release release;
+  if (dt == DType::f32)
+    avg_pool2d_forward(s, count_include_pad, divisor_override, cdata<float>(x), mdata<float>(out));
+  else
+    avg_pool2d_forward(s, count_include_pad, divisor_override, cdata<double>(x),
+                       mdata<double>(out));
+}
+
+void avg_pool2d_backward_py(const py::array& dy, py::array& out, Pair kernel, Pair stride,
+                            Pair padding, bool count_include_pad, int64_t divisor_override) {
+  const DType dt = float_dtype(dy, "grad_output");
+  require_float(dy, "grad_output", 4, dt);
+  require_float(out, "out", 4, dt, true);
+  const Pool2dShape s = pool_shape(out, dy, kernel, stride, padding, {1, 1});
+  py::gil_scoped_release release;
+  if (dt == DType::f32)
+    avg_pool2d_backward(s, count_include_pad, divisor_override, cdata<float>(dy),
+                        mdata<float>(out));
+  else
+    avg_pool2d_backward(s, count_include_pad, divisor_override, cdata<double>(dy),
+                        mdata<double>(out));
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = FASTCONV_VERSION;
+  info["compiler"] = FASTCONV_COMPILER;
+  info["openmp"] = openmp_enabled();
+#ifdef _OPENMP
+  info["openmp_version"] = _OPENMP;
+#else
+  info["openmp_version"] = py::none();
+#endif
+  info["isas_compiled"] = compiled_isas();
+  return info;
+}
+
+}  // namespace
+}  // namespace fastconv
+
+PYBIND11_MODULE(_core, m) {
+  using namespace fastconv;
+  m.doc() = "fastconv's C++ kernels. Private: use the functions of the fastconv package.";
+  m.attr("__version__") = FASTCONV_VERSION;
+
+  m.def("conv2d_forward", &conv2d_forward_py, py::arg("input"), py::arg("weight"),
+        py::arg("bias"), py::arg("out"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_input_grad", &conv2d_input_grad_py, py::arg("weight"), py::arg("grad_output"),
+        py::arg("bias"), py::arg("out"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_weight_grad", &conv2d_weight_grad_py, py::arg("input"), py::arg("grad_output"),
+        py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("groups"));
+  m.def("max_pool2d_forward", &max_pool2d_forward_py, py::arg("input"), py::arg("out"),
+        py::arg("indices"), py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"));
+  m.def("max_pool2d_backward", &max_pool2d_backward_py, py::arg("grad_output"),
+        py::arg("indices"), py::arg("out"));
+  m.def("avg_pool2d_forward", &avg_pool2d_forward_py, py::arg("input"), py::arg("out"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward_py, py::arg("grad_output"), py::arg("out"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("count_include_pad"), py::arg("divisor_override"));
+
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    set_num_threads(n);
+  });
+  m.def("available_isas", &available_isas);
+  m.def("get_isa", []() { return std::string(active_isa().name); });
+  m.def("set_isa", &set_active_isa, py::arg("name"));
+  m.def("build_info", &build_info);
+}

@@ -1,0 +1,57 @@
+// Small helpers shared by the kernel files: aligned scratch memory and integer division.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+namespace fastconv {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// 0 <= i < limit, in one comparison.
+inline bool inside(int64_t i, int64_t limit) {
+  return static_cast<uint64_t>(i) < static_cast<uint64_t>(limit);
+}
+
+// The outputs o in [0, count) whose input position o*stride + offset lies in [0, limit),
+// as the half-open range [*lo, *hi) (empty when *lo == *hi). stride >= 1.
+inline void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t count,
+                         int64_t* lo, int64_t* hi) {
+  const int64_t first = offset >= 0 ? 0 : ceil_div(-offset, stride);
+  const int64_t last = limit - 1 - offset;  // o*stride <= last
+  const int64_t end = last < 0 ? 0 : last / stride + 1;
+  *lo = first < count ? first : count;
+  *hi = end < count ? end : count;
+  if (*hi < *lo) *hi = *lo;
+}
+
+// Uninitialised, 64-byte aligned scratch array. Allocated before parallel regions, because an
+// exception must never escape an OpenMP region; bad_alloc here reaches Python as MemoryError.
+template <typename T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(int64_t count) { reset(count); }
+  ~AlignedBuffer() { std::free(data_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+
+  void reset(int64_t count) {
+    std::free(data_);
+    data_ = nullptr;
+    if (count <= 0) return;
+    size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+    data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!data_) throw std::bad_alloc();
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+};
+
+}  // namespace fastconv

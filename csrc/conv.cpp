@@ -1,0 +1,294 @@
+// conv2d forward, input gradient and weight gradient as packed GEMMs over an implicit im2col
+// matrix: the packing routines read the image directly, so no full column matrix is built.
+//
+// For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
+//   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]
+//   forward      y_g  (Kg x P)   = W_g (Kg x CRS) * col (CRS x P)        parallel over (n, g, P blocks)
+//   input grad   dcol (CRS x P)  = W_g^T (CRS x Kg) * dy_g (Kg x P)      parallel over (n, g, P blocks),
+//                dx = col2im(dcol)                                       then over (n, c) planes
+//   weight grad  dW_g (Kg x CRS) = sum_n dy_g (Kg x P) * col^T (P x CRS) parallel over (g, slices of
+//                the n*P reduction); per-slice partial sums added in a fixed order (no atomics).
+#include "conv.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common.h"
+#include "dispatch.h"
+#include "gemm.h"
+#include "threading.h"
+
+namespace fastconv {
+namespace {
+
+// Below this many flops per thread, starting another thread costs more than it saves.
+constexpr double kMinFlopsPerThread = 2e5;
+// Bound on the input gradient's column scratch (several images are processed per pass).
+constexpr int64_t kColumnScratchBytes = 32 << 20;
+
+struct Im2col {
+  int64_t H, W, Ho, Wo, R, S, sh, sw, ph, pw, dh, dw;
+  explicit Im2col(const Conv2dShape& s)
+      : H(s.H), W(s.W), Ho(s.Ho), Wo(s.Wo), R(s.R), S(s.S), sh(s.stride_h), sw(s.stride_w),
+        ph(s.pad_h), pw(s.pad_w), dh(s.dil_h), dw(s.dil_w) {}
+};
+
+constexpr int kMaxNR = 32;
+
+// B of the forward pass: col(q0:q0+kc, p0:p0+nc) of one image-group `x` (Cg planes).
+template <typename T>
+void pack_im2col(const Im2col& g, const T* x, int64_t q0, int64_t kc, int64_t p0, int64_t nc,
+                 int nr, T* dst) {
+  int64_t ih0[kMaxNR], iw0[kMaxNR];
+  for (int64_t jp = 0; jp < nc; jp += nr) {
+    T* panel = dst + jp * kc;
+    const int64_t cols = std::min<int64_t>(nr, nc - jp);
+    int64_t ho = (p0 + jp) / g.Wo, wo = (p0 + jp) % g.Wo;
+    for (int64_t j = 0; j < cols; ++j) {
+      ih0[j] = ho * g.sh - g.ph;
+      iw0[j] = wo * g.sw - g.pw;
+      if (++wo == g.Wo) wo = 0, ++ho;
+    }
+    int64_t c = q0 / (g.R * g.S), r = (q0 / g.S) % g.R, s = q0 % g.S;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* plane = x + c * g.H * g.W;
+      const int64_t roff = r * g.dh, soff = s * g.dw;
+      T* d = panel + k * nr;
+      int64_t j = 0;
+      for (; j < cols; ++j) {
+        const int64_t ih = ih0[j] + roff, iw = iw0[j] + soff;
+        d[j] = inside(ih, g.H) && inside(iw, g.W) ? plane[ih * g.W + iw] : T(0);
+      }
+      for (; j < nr; ++j) d[j] = T(0);
+      if (++s == g.S) {
+        s = 0;
+        if (++r == g.R) r = 0, ++c;
+      }
+    }
+  }
+}
+
+// B of the weight gradient: col^T(p0:p0+kc, q0:q0+nc) of one image-group `x`.
+template <typename T>
+void pack_im2col_transposed(const Im2col& g, const T* x, int64_t p0, int64_t kc, int64_t q0,
+                            int64_t nc, int nr, T* dst) {
+  const T* planes[kMaxNR];
+  int64_t roff[kMaxNR], soff[kMaxNR];
+  for (int64_t jp = 0; jp < nc; jp += nr) {
+    T* panel = dst + jp * kc;
+    const int64_t cols = std::min<int64_t>(nr, nc - jp);
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t q = q0 + jp + j;
+      planes[j] = x + (q / (g.R * g.S)) * g.H * g.W;
+      roff[j] = ((q / g.S) % g.R) * g.dh - g.ph;
+      soff[j] = (q % g.S) * g.dw - g.pw;
+    }
+    int64_t ho = p0 / g.Wo, wo = p0 % g.Wo;
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t ihb = ho * g.sh, iwb = wo * g.sw;
+      T* d = panel + k * nr;
+      int64_t j = 0;
+      for (; j < cols; ++j) {
+        const int64_t ih = ihb + roff[j], iw = iwb + soff[j];
+        d[j] = inside(ih, g.H) && inside(iw, g.W) ? planes[j][ih * g.W + iw] : T(0);
+      }
+      for (; j < nr; ++j) d[j] = T(0);
+      if (++wo == g.Wo) wo = 0, ++ho;
+    }
+  }
+}
+
+// dx plane of one channel = init + scatter-add of its R*S rows of the column gradient.
+template <typename T>
+void col2im_plane(const Im2col& g, const T* col, T init, T* plane) {
+  std::fill(plane, plane + g.H * g.W, init);
+  const int64_t P = g.Ho * g.Wo;
+  for (int64_t r = 0; r < g.R; ++r) {
+    for (int64_t s = 0; s < g.S; ++s) {
+      const T* row = col + (r * g.S + s) * P;
+      const int64_t off_w = s * g.dw - g.pw;
+      int64_t wo_lo, wo_hi;
+      inside_range(off_w, g.sw, g.W, g.Wo, &wo_lo, &wo_hi);
+      for (int64_t ho = 0; ho < g.Ho; ++ho) {
+        const int64_t ih = ho * g.sh - g.ph + r * g.dh;
+        if (!inside(ih, g.H)) continue;
+        T* drow = plane + ih * g.W;
+        const T* crow = row + ho * g.Wo;
+        for (int64_t wo = wo_lo; wo < wo_hi; ++wo) drow[wo * g.sw + off_w] += crow[wo];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
+  const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
+  if (s.N == 0 || s.K == 0 || P == 0) return;
+  const MicroKernel<T> uk = active_microkernel<T>();  // one ISA for the whole call
+  const GemmBlocking blk = gemm_blocking(uk);
+  const Im2col geo(s);
+
+  const int64_t m_pad = round_up(Kg, uk.mr);
+  const int64_t a_size = packed_a_full_size<T>(Kg, CRS, uk.mr);
+  AlignedBuffer<T> a_packed(G * a_size);
+  for (int64_t g = 0; g < G; ++g)
+    pack_a_full(w + g * Kg * CRS, CRS, 1, Kg, CRS, blk.kc, uk.mr, a_packed.data() + g * a_size);
+
+  const int64_t col_blocks = ceil_div(P, blk.nc);
+  const int64_t tasks = s.N * G * col_blocks;
+  const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, tasks);
+  const int64_t b_size = gemm_b_block_size(uk, blk);
+  AlignedBuffer<T> b_scratch(nthreads * b_size);
+
+  parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
+    const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, n = task / (col_blocks * G);
+    const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
+    const T* xg = x + (n * s.C + g * Cg) * HW;
+    const T* ag = a_packed.data() + g * a_size;
+    T* yg = y + (n * s.K + g * Kg) * P;
+    gemm(
+        uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
+        [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+          pack_im2col(geo, xg, pc, kc, p0 + jc, ncb, uk.nr, dst);
+        },
+        yg + p0, P, false, b_scratch.data() + thread * b_size);
+    if (bias) {
+      for (int64_t m = 0; m < Kg; ++m) {
+        const T b = bias[g * Kg + m];
+        T* row = yg + m * P + p0;
+        for (int64_t j = 0; j < nc; ++j) row[j] += b;
+      }
+    }
+  });
+}
+
+template <typename T>
+void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S, CRS = Cg * RS;
+  const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
+  if (s.N == 0 || s.C == 0 || HW == 0) return;
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const GemmBlocking blk = gemm_blocking(uk);
+  const Im2col geo(s);
+
+  // A = each group's weights transposed: A[q][k] = w[g*Kg + k][q], a CRS x Kg matrix.
+  const int64_t m_pad = round_up(CRS, uk.mr);
+  const int64_t a_size = packed_a_full_size<T>(CRS, Kg, uk.mr);
+  AlignedBuffer<T> a_packed(G * a_size);
+  for (int64_t g = 0; g < G; ++g)
+    pack_a_full(w + g * Kg * CRS, 1, CRS, CRS, Kg, blk.kc, uk.mr, a_packed.data() + g * a_size);
+
+  const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
+  const int64_t chunk = std::clamp<int64_t>(
+      kColumnScratchBytes / std::max<int64_t>(1, per_image * static_cast<int64_t>(sizeof(T))), 1,
+      s.N);
+  AlignedBuffer<T> dcol(chunk * per_image);
+  const int64_t col_blocks = ceil_div(P, blk.nc);
+  const int gemm_threads =
+      threads_for(2.0 * chunk * s.K * P * CRS, kMinFlopsPerThread, chunk * G * col_blocks);
+  const int col2im_threads = threads_for(double(chunk) * s.C * RS * P, kMinFlopsPerThread, chunk * s.C);
+  const int64_t b_size = gemm_b_block_size(uk, blk);
+  AlignedBuffer<T> b_scratch(gemm_threads * b_size);
+
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.N - n0);
+    parallel_for(nb * G * col_blocks, gemm_threads, [&](int64_t task, int thread) {
+      const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, nl = task / (col_blocks * G);
+      const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
+      const T* dyg = dy + ((n0 + nl) * s.K + g * Kg) * P;
+      const T* ag = a_packed.data() + g * a_size;
+      T* colg = dcol.data() + (nl * G + g) * CRS * P;
+      gemm(
+          uk, blk, CRS, nc, Kg, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
+          [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+            pack_b_strided(dyg, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
+          },
+          colg + p0, P, false, b_scratch.data() + thread * b_size);
+    });
+    parallel_for(nb * s.C, col2im_threads, [&](int64_t task, int) {
+      const int64_t nl = task / s.C, c = task % s.C, g = c / Cg, cl = c % Cg;
+      const T* col = dcol.data() + ((nl * G + g) * CRS + cl * RS) * P;
+      col2im_plane(geo, col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW);
+    });
+  }
+}
+
+template <typename T>
+void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
+  const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
+  const int64_t group_size = Kg * CRS;  // elements of dW per group
+  if (s.K == 0 || CRS == 0) return;
+  const int64_t L = s.N * P;  // reduction length: every output position of every image
+  if (L == 0) {
+    std::fill(dw, dw + G * group_size, T(0));
+    return;
+  }
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const GemmBlocking blk = gemm_blocking(uk);
+  const Im2col geo(s);
+
+  // Few groups: also split the reduction, so that batch 1 or a single group uses every thread.
+  const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, G * L);
+  const int64_t splits = std::min<int64_t>(G >= nthreads ? 1 : ceil_div(nthreads, G), L);
+  const int64_t tasks = G * splits;
+  AlignedBuffer<T> partial(splits > 1 ? tasks * group_size : 0);
+  const int64_t a_size = round_up(Kg, uk.mr) * blk.kc;
+  const int64_t b_size = gemm_b_block_size(uk, blk);
+  AlignedBuffer<T> a_scratch(nthreads * a_size), b_scratch(nthreads * b_size);
+
+  parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
+    const int64_t g = task / splits, split = task % splits;
+    T* out = splits > 1 ? partial.data() + task * group_size : dw + g * group_size;
+    T* abuf = a_scratch.data() + thread * a_size;
+    const int64_t q_end = L * (split + 1) / splits;
+    bool first = true;
+    for (int64_t q = L * split / splits; q < q_end;) {
+      const int64_t n = q / P, p0 = q % P, len = std::min(q_end - q, P - p0);
+      const T* xg = x + (n * s.C + g * Cg) * HW;
+      const T* dyg = dy + (n * s.K + g * Kg) * P;
+      gemm(
+          uk, blk, Kg, CRS, len,
+          [&](int64_t pc, int64_t kc) {
+            pack_a_block(dyg, P, 1, Kg, p0 + pc, kc, uk.mr, abuf);
+            return static_cast<const T*>(abuf);
+          },
+          [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+            pack_im2col_transposed(geo, xg, p0 + pc, kc, jc, ncb, uk.nr, dst);
+          },
+          out, CRS, !first, b_scratch.data() + thread * b_size);
+      first = false;
+      q += len;
+    }
+    if (first) std::fill(out, out + group_size, T(0));
+  });
+
+  if (splits > 1) {
+    // Partial sums added in split order: the result depends on the thread count only.
+    const int64_t total = G * group_size;
+    const int64_t block = 4096;
+    parallel_for(ceil_div(total, block), threads_for(double(total) * splits, 1e5, ceil_div(total, block)),
+                 [&](int64_t b, int) {
+                   for (int64_t i = b * block; i < std::min(total, (b + 1) * block); ++i) {
+                     const int64_t g = i / group_size, e = i % group_size;
+                     T sum = partial.data()[(g * splits) * group_size + e];
+                     for (int64_t sp = 1; sp < splits; ++sp)
+                       sum += partial.data()[(g * splits + sp) * group_size + e];
+                     dw[i] = sum;
+                   }
+                 });
+  }
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                             \
+  template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*);    \
+  template void conv2d_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  template void conv2d_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv

@@ -1,0 +1,79 @@
+#include "dispatch.h"
+
+#include <atomic>
+
+namespace fastconv {
+namespace {
+
+bool cpu_has_avx2_fma() {
+#if defined(FASTCONV_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+  // libgcc's detection also checks that the OS saves the YMM state (XGETBV).
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+struct IsaEntry {
+  const IsaKernels* kernels;
+  bool runnable;
+};
+
+std::vector<IsaEntry> isa_table() {
+  std::vector<IsaEntry> table = {{&isa_kernels_baseline(), true}};
+#ifdef FASTCONV_HAVE_AVX2
+  const bool avx2 = cpu_has_avx2_fma();
+  // Only take the AVX2 table's address when the CPU can run it.
+  table.push_back({avx2 ? &isa_kernels_avx2() : nullptr, avx2});
+#endif
+  return table;
+}
+
+const std::vector<IsaEntry>& isas() {
+  static const std::vector<IsaEntry> table = isa_table();
+  return table;
+}
+
+const IsaKernels* best_isa() {
+  const IsaKernels* best = nullptr;
+  for (const IsaEntry& e : isas())
+    if (e.runnable) best = e.kernels;
+  return best;
+}
+
+std::atomic<const IsaKernels*>& active_slot() {
+  static std::atomic<const IsaKernels*> slot{best_isa()};
+  return slot;
+}
+
+}  // namespace
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> names;
+  for (const IsaEntry& e : isas())
+    if (e.runnable) names.emplace_back(e.kernels->name);
+  return names;
+}
+
+std::vector<std::string> compiled_isas() {
+  std::vector<std::string> names = {"baseline"};
+#ifdef FASTCONV_HAVE_AVX2
+  names.emplace_back("avx2");
+#endif
+  return names;
+}
+
+const IsaKernels& active_isa() { return *active_slot().load(std::memory_order_acquire); }
+
+bool set_active_isa(const std::string& name) {
+  for (const IsaEntry& e : isas()) {
+    if (e.runnable && name == e.kernels->name) {
+      active_slot().store(e.kernels, std::memory_order_release);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace fastconv

@@ -1,0 +1,144 @@
+// Packed, cache-blocked GEMM driver (BLIS style); portable: only the micro-kernel it calls
+// through the dispatch table is ISA-specific.
+//
+//   C (M x N, row stride ldc) = [C +] A (M x K) * B (K x N)
+//
+// Loop order:  jc over N in NC-column blocks
+//                pc over K in KC blocks:  pack B(pc:pc+kc, jc:jc+nc) into NR-column panels
+//                                         (L2-resident), get the packed A block (M x kc)
+//                  ir over M in MR rows:  A panel (MR x kc) stays in L1
+//                    jr over nc in NR:    micro-kernel on one MR x NR tile of C
+// Packed layouts (all k-major, zero-padded to whole panels):
+//   A block for (pc, kc): ceil(M/MR) panels, panel i at offset i*MR*kc, element [k*MR + r]
+//   B block:              ceil(nc/NR) panels, panel j at offset j*NR*kc, element [k*NR + c]
+// A "full" packed A stores its blocks one after another: block pc at offset pc * round_up(M, MR).
+// Callers supply A and B through callables, so convolutions can pack straight from the image
+// (implicit im2col) instead of materialising a column matrix.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "common.h"
+#include "microkernel.h"
+
+namespace fastconv {
+
+struct GemmBlocking {
+  int64_t kc;  // reduction block
+  int64_t nc;  // column block (multiple of NR)
+};
+
+// KC x NC block of B about 192 KiB, so it stays in a 256-512 KiB L2.
+template <typename T>
+GemmBlocking gemm_blocking(const MicroKernel<T>& uk) {
+  const int64_t kc = 256;
+  const int64_t nc = std::max<int64_t>(uk.nr, (192 * 1024 / (kc * sizeof(T))) / uk.nr * uk.nr);
+  return {kc, nc};
+}
+
+// Scratch for one packed B block.
+template <typename T>
+int64_t gemm_b_block_size(const MicroKernel<T>& uk, const GemmBlocking& blk) {
+  return blk.kc * round_up(blk.nc, uk.nr);
+}
+
+// Packs rows [0, M) and columns [k0, k0+kc) of A, where A[i][k] = src[i*rs + k*cs], as one
+// A block (see the layout above).
+template <typename T>
+void pack_a_block(const T* src, int64_t rs, int64_t cs, int64_t M, int64_t k0, int64_t kc,
+                  int mr, T* dst) {
+  for (int64_t i0 = 0; i0 < M; i0 += mr) {
+    T* panel = dst + i0 * kc;
+    const int64_t rows = std::min<int64_t>(mr, M - i0);
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* s = src + i0 * rs + (k0 + k) * cs;
+      T* d = panel + k * mr;
+      int64_t r = 0;
+      for (; r < rows; ++r) d[r] = s[r * rs];
+      for (; r < mr; ++r) d[r] = T(0);
+    }
+  }
+}
+
+// Packs all of A (M x K) block by block, for a driver that reuses it across many calls.
+template <typename T>
+void pack_a_full(const T* src, int64_t rs, int64_t cs, int64_t M, int64_t K, int64_t KC, int mr,
+                 T* dst) {
+  const int64_t m_pad = round_up(M, mr);
+  for (int64_t pc = 0; pc < K; pc += KC)
+    pack_a_block(src, rs, cs, M, pc, std::min(KC, K - pc), mr, dst + pc * m_pad);
+}
+
+template <typename T>
+int64_t packed_a_full_size(int64_t M, int64_t K, int mr) {
+  return round_up(M, mr) * K;
+}
+
+// Packs B(k0:k0+kc, j0:j0+nc) where B[k][j] = src[k*rs + j*cs] (see the layout above).
+template <typename T>
+void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t j0,
+                    int64_t nc, int nr, T* dst) {
+  for (int64_t jp = 0; jp < nc; jp += nr) {
+    T* panel = dst + jp * kc;
+    const int64_t cols = std::min<int64_t>(nr, nc - jp);
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* s = src + (k0 + k) * rs + (j0 + jp) * cs;
+      T* d = panel + k * nr;
+      int64_t c = 0;
+      if (cs == 1) {
+        std::memcpy(d, s, cols * sizeof(T));
+        c = cols;
+      } else {
+        for (; c < cols; ++c) d[c] = s[c * cs];
+      }
+      for (; c < nr; ++c) d[c] = T(0);
+    }
+  }
+}
+
+// a_block(pc, kc) -> const T* packed A block for rows [0, M), columns [pc, pc+kc).
+// pack_b(pc, kc, jc, nc, T* dst) packs B(pc:pc+kc, jc:jc+nc).
+// b_scratch holds gemm_b_block_size elements. Serial: callers parallelise over tiles of C.
+template <typename T, typename ABlock, typename PackB>
+void gemm(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int64_t N, int64_t K,
+          const ABlock& a_block, const PackB& pack_b, T* c, int64_t ldc, bool accumulate,
+          T* b_scratch) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    return;
+  }
+  const int mr = uk.mr, nr = uk.nr;
+  T edge[16 * 32];  // one tile for partial tiles at the right and bottom edges (MR*NR <= 512)
+  for (int64_t jc = 0; jc < N; jc += blk.nc) {
+    const int64_t nc = std::min(blk.nc, N - jc);
+    for (int64_t pc = 0; pc < K; pc += blk.kc) {
+      const int64_t kc = std::min(blk.kc, K - pc);
+      pack_b(pc, kc, jc, nc, b_scratch);
+      const T* a = a_block(pc, kc);
+      const bool acc = accumulate || pc > 0;
+      for (int64_t i0 = 0; i0 < M; i0 += mr) {
+        const T* a_panel = a + i0 * kc;
+        const int64_t rows = std::min<int64_t>(mr, M - i0);
+        for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+          const T* b_panel = b_scratch + j0 * kc;
+          T* c_tile = c + i0 * ldc + jc + j0;
+          const int64_t cols = std::min<int64_t>(nr, nc - j0);
+          if (rows == mr && cols == nr) {
+            uk.fn(kc, a_panel, b_panel, c_tile, ldc, acc);
+            continue;
+          }
+          uk.fn(kc, a_panel, b_panel, edge, nr, false);
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+              c_tile[i * ldc + j] = acc ? c_tile[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace fastconv

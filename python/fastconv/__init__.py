@@ -1,0 +1,20 @@
+"""fastconv: fast CPU conv2d and pooling kernels for NumPy, with PyTorch's semantics."""
+
+from . import _core
+from ._runtime import (available_isas, get_isa, get_num_threads, set_isa, set_num_threads,
+                       show_config)
+from ._runtime import _apply_isa_environment
+from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
+                      conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward)
+
+__version__ = _core.__version__
+
+_apply_isa_environment()
+del _apply_isa_environment
+
+__all__ = [
+    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv_transpose2d",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "set_num_threads", "get_num_threads", "show_config",
+    "available_isas", "get_isa", "set_isa",
+]

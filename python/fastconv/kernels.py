@@ -1,0 +1,391 @@
+"""The NumPy-level kernels API: conv2d and pooling, forward and gradients.
+
+Semantics, argument names and defaults follow ``torch.nn.functional`` and ``torch.nn.grad``.
+Arrays are NCHW (a 3-D CHW array is taken as one unbatched image where PyTorch allows it),
+float32 or float64; results are fresh arrays of the input's dtype. This module checks every
+argument, computes output shapes (with the formulas of ``_shapes``) and allocates the outputs;
+``_core`` only computes.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from . import _core
+from ._shapes import conv_output_size, conv_transpose_output_size, pool_output_size, same_padding
+
+__all__ = [
+    "conv2d",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
+    "conv_transpose2d",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checking
+# ----------------------------------------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a sequence of one or two ints, as PyTorch accepts, each >= minimum."""
+    if _is_int(value):
+        items = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(map(_is_int, value)):
+        items = tuple(value) * (3 - len(value))  # (a,) -> (a, a)
+    else:
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    pair = (operator.index(items[0]), operator.index(items[1]))
+    if min(pair) < minimum:
+        raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+    return pair
+
+
+def _shape(value, name: str, ndim: int) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or len(value) != ndim or not all(map(_is_int, value)):
+        raise ValueError(f"{name}: expected a sequence of {ndim} ints, got {value!r}")
+    shape = tuple(operator.index(v) for v in value)
+    if min(shape) < 0:
+        raise ValueError(f"{name}: sizes must be >= 0, got {value!r}")
+    return shape
+
+
+def _float_array(value, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {array.dtype}")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _same_dtype(reference: np.ndarray, reference_name: str, array: np.ndarray, name: str) -> None:
+    if array.dtype != reference.dtype:
+        raise TypeError(
+            f"{name}: dtype {array.dtype} differs from {reference_name}'s {reference.dtype};"
+            " mixing float32 and float64 is not allowed")
+
+
+def _ndim(array: np.ndarray, name: str, allowed: tuple[int, ...], layout: str) -> None:
+    if array.ndim not in allowed:
+        raise ValueError(f"{name}: expected a {layout} array, got shape {array.shape}")
+
+
+def _batched(array: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
+    """(N, C, H, W) view of a 3-D or 4-D image array, and whether it was unbatched."""
+    _ndim(array, name, (3, 4), "3-D (C, H, W) or 4-D (N, C, H, W)")
+    return (array[None], True) if array.ndim == 3 else (array, False)
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array)
+
+
+def _bias(bias, input_: np.ndarray, length: int) -> np.ndarray | None:
+    if bias is None:
+        return None
+    bias = _float_array(bias, "bias")
+    _same_dtype(input_, "input", bias, "bias")
+    if bias.shape != (length,):
+        raise ValueError(f"bias: expected shape ({length},), got {bias.shape}")
+    return _contiguous(bias)
+
+
+def _groups(groups, in_channels: int, out_channels: int) -> int:
+    groups = _int(groups, "groups", minimum=1)
+    if in_channels % groups:
+        raise ValueError(
+            f"groups: input channels ({in_channels}) must be divisible by groups ({groups})")
+    if out_channels % groups:
+        raise ValueError(
+            f"groups: output channels ({out_channels}) must be divisible by groups ({groups})")
+    return groups
+
+
+def _check_kernel_size(weight_shape: tuple[int, ...], name: str) -> None:
+    if weight_shape[2] < 1 or weight_shape[3] < 1:
+        raise ValueError(f"{name}: kernel size must be >= 1, got {weight_shape[2:]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+
+class _ConvGeometry:
+    """Checked arguments of a convolution with input (N, C, H, W) and weight (K, C/g, R, S)."""
+
+    def __init__(self, input_shape, weight_shape, stride, padding, dilation, groups,
+                 input_name="input", weight_name="weight"):
+        n, c, h, w = input_shape
+        k, c_per_group, r, s = weight_shape
+        _check_kernel_size(weight_shape, weight_name)
+        self.groups = _groups(groups, c, k)
+        if c_per_group * self.groups != c:
+            raise ValueError(
+                f"{weight_name}: expected shape[1] == input channels / groups = "
+                f"{c} / {self.groups} = {c // self.groups}, got weight shape {tuple(weight_shape)}")
+        self.stride = _pair(stride, "stride", minimum=1)
+        self.dilation = _pair(dilation, "dilation", minimum=1)
+        if isinstance(padding, str):
+            if padding == "valid":
+                pads = ((0, 0), (0, 0))
+            elif padding == "same":
+                if self.stride != (1, 1):
+                    raise ValueError(
+                        f"padding: 'same' is not supported for strided convolutions, "
+                        f"got stride {self.stride}")
+                pads = (same_padding(r, self.dilation[0]), same_padding(s, self.dilation[1]))
+            else:
+                raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
+        else:
+            ph, pw = _pair(padding, "padding", minimum=0)
+            pads = ((ph, ph), (pw, pw))
+        self.pad_begin = (pads[0][0], pads[1][0])
+        ho = conv_output_size(h, r, self.stride[0], *pads[0], self.dilation[0])
+        wo = conv_output_size(w, s, self.stride[1], *pads[1], self.dilation[1])
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"{input_name}: spatial size {(h, w)} padded by {pads} is smaller than the "
+                f"dilated kernel {((r - 1) * self.dilation[0] + 1, (s - 1) * self.dilation[1] + 1)}"
+                f" (output size would be {(ho, wo)})")
+        self.output_shape = (n, k, ho, wo)
+
+    def core_args(self):
+        return self.stride, self.pad_begin, self.dilation, self.groups
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    input (N, C, H, W) or (C, H, W); weight (K, C/groups, R, S); bias (K,) or None.
+    padding: int, pair, 'valid' or 'same' (stride 1 only).
+    """
+    x = _float_array(input, "input")
+    w = _float_array(weight, "weight")
+    _same_dtype(x, "input", w, "weight")
+    x4, unbatched = _batched(x, "input")
+    _ndim(w, "weight", (4,), "4-D (K, C/groups, R, S)")
+    geometry = _ConvGeometry(x4.shape, w.shape, stride, padding, dilation, groups)
+    b = _bias(bias, x, w.shape[0])
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    _core.conv2d_forward(_contiguous(x4), _contiguous(w), b, out, *geometry.core_args())
+    return out[0] if unbatched else out
+
+
+def conv2d_input_grad(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
+                      groups=1):
+    """Gradient of conv2d with respect to its input, as ``torch.nn.grad.conv2d_input``."""
+    input_shape = _shape(input_shape, "input_shape", 4)
+    w = _float_array(weight, "weight")
+    dy = _float_array(grad_output, "grad_output")
+    _same_dtype(w, "weight", dy, "grad_output")
+    _ndim(w, "weight", (4,), "4-D (K, C/groups, R, S)")
+    _ndim(dy, "grad_output", (4,), "4-D (N, K, Ho, Wo)")
+    geometry = _ConvGeometry(input_shape, w.shape, stride, padding, dilation, groups,
+                             input_name="input_shape")
+    if dy.shape != geometry.output_shape:
+        raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
+                         f"for input_shape {input_shape}), got {dy.shape}")
+    out = np.empty(input_shape, dtype=w.dtype)
+    _core.conv2d_input_grad(_contiguous(w), _contiguous(dy), None, out, *geometry.core_args())
+    return out
+
+
+def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                       groups=1):
+    """Gradient of conv2d with respect to its weight, as ``torch.nn.grad.conv2d_weight``."""
+    x = _float_array(input, "input")
+    weight_shape = _shape(weight_shape, "weight_shape", 4)
+    dy = _float_array(grad_output, "grad_output")
+    _same_dtype(x, "input", dy, "grad_output")
+    _ndim(x, "input", (4,), "4-D (N, C, H, W)")
+    _ndim(dy, "grad_output", (4,), "4-D (N, K, Ho, Wo)")
+    geometry = _ConvGeometry(x.shape, weight_shape, stride, padding, dilation, groups,
+                             weight_name="weight_shape")
+    if dy.shape != geometry.output_shape:
+        raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
+                         f"for input {x.shape}), got {dy.shape}")
+    out = np.empty(weight_shape, dtype=x.dtype)
+    _core.conv2d_weight_grad(_contiguous(x), _contiguous(dy), out, *geometry.core_args())
+    return out
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    input (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out/groups, R, S); bias (C_out,).
+    """
+    x = _float_array(input, "input")
+    w = _float_array(weight, "weight")
+    _same_dtype(x, "input", w, "weight")
+    x4, unbatched = _batched(x, "input")
+    _ndim(w, "weight", (4,), "4-D (C_in, C_out/groups, R, S)")
+    n, c_in, h, w_in = x4.shape
+    _check_kernel_size(w.shape, "weight")
+    if w.shape[0] != c_in:
+        raise ValueError(f"weight: expected shape[0] == input channels = {c_in}, "
+                         f"got weight shape {w.shape}")
+    groups = _groups(groups, c_in, c_in)
+    c_out = w.shape[1] * groups
+    stride = _pair(stride, "stride", minimum=1)
+    dilation = _pair(dilation, "dilation", minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding: conv_transpose2d takes an int or a pair, got {padding!r}")
+    padding = _pair(padding, "padding", minimum=0)
+    output_padding = _pair(output_padding, "output_padding", minimum=0)
+    for axis in range(2):
+        if output_padding[axis] >= max(stride[axis], dilation[axis]):
+            raise ValueError(
+                f"output_padding: must be smaller than either stride or dilation, got "
+                f"output_padding {output_padding}, stride {stride}, dilation {dilation}")
+    size = tuple(conv_transpose_output_size((h, w_in)[axis], w.shape[2 + axis], stride[axis],
+                                            padding[axis], output_padding[axis], dilation[axis])
+                 for axis in range(2))
+    if min(size) < 1:
+        raise ValueError(f"input: output size would be {size}, which is too small "
+                         f"(padding {padding} too large for input {(h, w_in)})")
+    b = _bias(bias, x, c_out)
+    out = np.empty((n, c_out) + size, dtype=x.dtype)
+    # The transposed convolution is the input gradient of the convolution it transposes.
+    _core.conv2d_input_grad(_contiguous(w), _contiguous(x4), b, out, stride, padding, dilation,
+                            groups)
+    return out[0] if unbatched else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------
+
+class _PoolGeometry:
+    """Checked arguments of a pooling over an input of shape (N, C, H, W)."""
+
+    def __init__(self, input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                 input_name="input"):
+        n, c, h, w = input_shape
+        self.kernel = _pair(kernel_size, "kernel_size", minimum=1)
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+            self.stride = self.kernel
+        else:
+            self.stride = _pair(stride, "stride", minimum=1)
+        self.padding = _pair(padding, "padding", minimum=0)
+        self.dilation = _pair(dilation, "dilation", minimum=1)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"ceil_mode: expected a bool, got {ceil_mode!r}")
+        for axis in range(2):
+            if self.padding[axis] > self.kernel[axis] // 2:
+                raise ValueError(
+                    f"padding: must be at most half of kernel_size, got padding {self.padding} "
+                    f"and kernel_size {self.kernel}")
+        ho, wo = (pool_output_size((h, w)[axis], self.kernel[axis], self.stride[axis],
+                                   self.padding[axis], self.dilation[axis], bool(ceil_mode))
+                  for axis in range(2))
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"{input_name}: spatial size {(h, w)} is too small for kernel_size {self.kernel}, "
+                f"padding {self.padding}, dilation {self.dilation} (output size would be "
+                f"{(ho, wo)})")
+        self.output_shape = (n, c, ho, wo)
+
+
+def _avg_options(count_include_pad, divisor_override) -> tuple[bool, int]:
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"count_include_pad: expected a bool, got {count_include_pad!r}")
+    if divisor_override is None:
+        return bool(count_include_pad), 0
+    return bool(count_include_pad), _int(divisor_override, "divisor_override", minimum=1)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    With return_indices, also returns int64 indices: the flat position h*W + w of each maximum
+    within its input plane. Ties pick the first maximum in row-major order; NaN propagates.
+    """
+    x = _float_array(input, "input")
+    x4, unbatched = _batched(x, "input")
+    geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    indices = np.empty(geometry.output_shape, dtype=np.int64) if return_indices else None
+    _core.max_pool2d_forward(_contiguous(x4), out, indices, geometry.kernel, geometry.stride,
+                             geometry.padding, geometry.dilation)
+    if unbatched:
+        out = out[0]
+        indices = indices[0] if return_indices else None
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of max_pool2d with respect to its input, given the indices it returned."""
+    dy = _float_array(grad_output, "grad_output")
+    dy4, unbatched = _batched(dy, "grad_output")
+    input_shape = _shape(input_shape, "input_shape", dy.ndim)
+    input4 = (1,) + input_shape if unbatched else input_shape
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices: expected an integer array, got dtype {indices.dtype}")
+    if indices.shape != dy.shape:
+        raise ValueError(f"indices: expected the shape of grad_output {dy.shape}, "
+                         f"got {indices.shape}")
+    if input4[:2] != dy4.shape[:2]:
+        raise ValueError(f"input_shape: batch and channels {input_shape[:-2]} differ from "
+                         f"grad_output's {dy.shape[:-2]}")
+    indices4 = np.ascontiguousarray(indices.reshape(dy4.shape), dtype=np.int64)
+    out = np.empty(input4, dtype=dy.dtype)
+    _core.max_pool2d_backward(_contiguous(dy4), indices4, out)
+    return out[0] if unbatched else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``."""
+    x = _float_array(input, "input")
+    x4, unbatched = _batched(x, "input")
+    geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode)
+    include_pad, divisor = _avg_options(count_include_pad, divisor_override)
+    out = np.empty(geometry.output_shape, dtype=x.dtype)
+    _core.avg_pool2d_forward(_contiguous(x4), out, geometry.kernel, geometry.stride,
+                             geometry.padding, include_pad, divisor)
+    return out[0] if unbatched else out
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool2d with respect to its input."""
+    dy = _float_array(grad_output, "grad_output")
+    dy4, unbatched = _batched(dy, "grad_output")
+    input_shape = _shape(input_shape, "input_shape", dy.ndim)
+    input4 = (1,) + input_shape if unbatched else input_shape
+    geometry = _PoolGeometry(input4, kernel_size, stride, padding, 1, ceil_mode,
+                             input_name="input_shape")
+    include_pad, divisor = _avg_options(count_include_pad, divisor_override)
+    if dy4.shape != geometry.output_shape:
+        expected = geometry.output_shape[1:] if unbatched else geometry.output_shape
+        raise ValueError(f"grad_output: expected shape {expected} (the avg_pool2d output for "
+                         f"input_shape {input_shape}), got {dy.shape}")
+    out = np.empty(input4, dtype=dy.dtype)
+    _core.avg_pool2d_backward(_contiguous(dy4), out, geometry.kernel, geometry.stride,
+                              geometry.padding, include_pad, divisor)
+    return out[0] if unbatched else out

@@ -1,0 +1,431 @@
+"""conv2d, conv2d_input_grad, conv2d_weight_grad and conv_transpose2d vs the
+NumPy reference, on seeded sweeps, under every available ISA."""
+
+import numpy as np
+import pytest
+
+import fastconv
+import reference as ref
+from helpers import assert_close, fmt, rand, with_layout, LAYOUTS
+
+KERNELS = [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1), (2, 2), (4, 4), (3, 5), (2, 3)]
+K_CHOICES = [1, 2, 3, 5, 8, 13, 17, 33]
+
+
+# ---------------------------------------------------------------------------
+# case generation
+# ---------------------------------------------------------------------------
+def _rand_stride(rng):
+    if rng.random() < 0.5:
+        return int(rng.integers(1, 4))
+    return (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+
+
+def _rand_dilation(rng):
+    u = rng.random()
+    if u < 0.55:
+        return 1
+    if u < 0.8:
+        return int(rng.integers(2, 4))
+    return (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+
+
+def _make_conv_case(rng, allow_str_padding=True):
+    gkind = rng.choice(["1", "1", "1", "g", "dw"])
+    if gkind == "1":
+        G = 1
+        C = int(rng.choice([1, 3, 2, 4, 7, 8]))
+        K = int(rng.choice(K_CHOICES))
+    elif gkind == "g":
+        G = int(rng.choice([2, 3, 4]))
+        C = G * int(rng.integers(1, 4))
+        K = G * int(rng.integers(1, 5))
+    else:  # depthwise (groups == C), optionally with a channel multiplier
+        C = int(rng.choice([1, 3, 4, 6]))
+        G = C
+        K = C * int(rng.choice([1, 1, 2, 3]))
+    R, S = KERNELS[int(rng.integers(len(KERNELS)))]
+    stride = _rand_stride(rng)
+    dilation = _rand_dilation(rng)
+    u = rng.random()
+    if u < 0.3:
+        padding = int(rng.integers(0, 4))
+    elif u < 0.55:
+        padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+    elif u < 0.7 and allow_str_padding:
+        padding = "valid"
+    elif allow_str_padding:
+        padding = "same"
+        stride = 1
+    else:
+        padding = 0
+    N = int(rng.choice([1, 1, 2, 3, 0]))
+    H = int(rng.integers(1, 20))
+    W = int(rng.integers(1, 20))
+    return dict(N=N, C=C, H=H, W=W, K=K, R=R, S=S, stride=stride, padding=padding,
+                dilation=dilation, groups=G, bias=bool(rng.random() < 0.6),
+                dtype=[np.float32, np.float64][int(rng.integers(2))],
+                xlayout=LAYOUTS[int(rng.integers(len(LAYOUTS)))],
+                wlayout=LAYOUTS[int(rng.integers(len(LAYOUTS)))])
+
+
+def _conv_out_hw(c):
+    dh, dw = ref.pair(c["dilation"])
+    sh, sw = ref.pair(c["stride"])
+    (pt, pb), (pl, pr) = ref.resolve_conv_padding(c["padding"], (c["R"], c["S"]), (dh, dw))
+    return (ref.conv_out_size(c["H"], pt, pb, c["R"], sh, dh),
+            ref.conv_out_size(c["W"], pl, pr, c["S"], sw, dw))
+
+
+def _gen_conv_cases(n, seed, allow_str_padding=True):
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        c = _make_conv_case(rng, allow_str_padding)
+        Ho, Wo = _conv_out_hw(c)
+        if Ho < 1 or Wo < 1:
+            continue
+        if c["N"] * c["K"] * Ho * Wo * (c["C"] // c["groups"]) * c["R"] * c["S"] > 3e6:
+            continue
+        c["seed"] = int(rng.integers(2**31))
+        cases.append(c)
+    return cases
+
+
+def _handpicked_conv_cases():
+    base = dict(N=2, C=3, H=9, W=11, K=5, R=3, S=3, stride=1, padding=0, dilation=1, groups=1,
+                bias=True, xlayout="C", wlayout="C")
+    out = []
+
+    def add(**kw):
+        for dt in (np.float32, np.float64):
+            c = dict(base, **kw)
+            c["dtype"] = dt
+            c["seed"] = 1000 + len(out)
+            out.append(c)
+
+    # 'same' with odd total padding: 4x4 kernel, 2x2 kernel with dilation 3, 1x4
+    add(R=4, S=4, padding="same")
+    add(R=2, S=2, padding="same", dilation=3)
+    add(R=1, S=4, padding="same", dilation=(1, 1))
+    add(R=3, S=2, padding="same", dilation=(2, 1))
+    add(R=5, S=5, padding="same", dilation=2, K=13)
+    add(padding="valid", stride=(2, 3))
+    # kernel as large as the (padded) input -> 1x1 output
+    add(H=7, W=7, R=7, S=7)
+    add(H=5, W=6, R=7, S=8, padding=1)
+    add(H=4, W=4, R=3, S=3, dilation=2, padding=1, stride=5)
+    add(H=1, W=1, R=1, S=1, K=17)
+    # 1x7 / 7x1, unequal stride/dilation pairs
+    add(R=1, S=7, padding=(0, 3), stride=(1, 2), K=13)
+    add(R=7, S=1, padding=(3, 0), stride=(2, 1), dilation=(1, 2), W=5, H=15)
+    # depthwise and grouped with K a multiple of groups
+    add(C=8, groups=8, K=8, padding=1)
+    add(C=6, groups=6, K=12, padding=1, stride=2)
+    add(C=6, groups=3, K=9, R=5, S=5, padding=2)
+    add(C=4, groups=2, K=6, R=1, S=1)
+    # C = 1, odd batch, no bias, all layouts
+    add(C=1, N=3, K=17, bias=False)
+    add(N=0)
+    add(N=0, K=13, groups=1, padding="same", R=4, S=4)
+    for lay in LAYOUTS:
+        add(xlayout=lay, wlayout=lay, K=5, padding=(1, 2), stride=(2, 1))
+    return out
+
+
+CONV_CASES = _gen_conv_cases(110, seed=20240601) + _handpicked_conv_cases()
+GRAD_CASES = _gen_conv_cases(70, seed=777, allow_str_padding=False) + [
+    c for c in _handpicked_conv_cases() if not isinstance(c["padding"], str)]
+
+
+def _conv_id(c):
+    return (f"N{c['N']}C{c['C']}H{c['H']}W{c['W']}K{c['K']}_{c['R']}x{c['S']}"
+            f"_s{fmt(c['stride'])}_p{fmt(c['padding'])}_d{fmt(c['dilation'])}_g{c['groups']}"
+            f"_{'b' if c['bias'] else 'nob'}_{np.dtype(c['dtype']).name}"
+            f"_{c['xlayout']}{c['wlayout']}_{c['seed']}")
+
+
+def _conv_data(c):
+    rng = np.random.default_rng(c["seed"])
+    dt = c["dtype"]
+    x = rand(rng, (c["N"], c["C"], c["H"], c["W"]), dt)
+    w = rand(rng, (c["K"], c["C"] // c["groups"], c["R"], c["S"]), dt)
+    b = rand(rng, (c["K"],), dt) if c["bias"] else None
+    Ho, Wo = _conv_out_hw(c)
+    go = rand(rng, (c["N"], c["K"], Ho, Wo), dt)
+    return x, w, b, go
+
+
+def _params(c):
+    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                groups=c["groups"])
+
+
+_REF_CACHE = {}
+
+
+def _cached(key, fn):
+    if key not in _REF_CACHE:
+        _REF_CACHE[key] = fn()
+    return _REF_CACHE[key]
+
+
+# ---------------------------------------------------------------------------
+# conv2d
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
+def test_conv2d_sweep(case, isa):
+    x, w, b, _ = _conv_data(case)
+    want = _cached(("fwd", _conv_id(case)), lambda: ref.conv2d(x, w, b, **_params(case)))
+    xl = with_layout(x, case["xlayout"])
+    wl = with_layout(w, case["wlayout"])
+    bl = None if b is None else with_layout(b, case["wlayout"])
+    got = fastconv.conv2d(xl, wl, bl, **_params(case))
+    red = w.shape[1] * w.shape[2] * w.shape[3]
+    assert_close(got, want, case["dtype"], red, _conv_id(case))
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_conv_id)
+def test_conv2d_input_grad_sweep(case, isa):
+    x, w, _, go = _conv_data(case)
+    want = _cached(("gin", _conv_id(case)),
+                   lambda: ref.conv2d_input_grad(x.shape, w, go, **_params(case)))
+    got = fastconv.conv2d_input_grad(x.shape, with_layout(w, case["wlayout"]),
+                                     with_layout(go, case["xlayout"]), **_params(case))
+    red = (case["K"] // case["groups"]) * case["R"] * case["S"]
+    assert_close(got, want, case["dtype"], red, _conv_id(case))
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_conv_id)
+def test_conv2d_weight_grad_sweep(case, isa):
+    x, w, _, go = _conv_data(case)
+    want = _cached(("gw", _conv_id(case)),
+                   lambda: ref.conv2d_weight_grad(x, w.shape, go, **_params(case)))
+    got = fastconv.conv2d_weight_grad(with_layout(x, case["xlayout"]), w.shape,
+                                      with_layout(go, case["wlayout"]), **_params(case))
+    red = go.shape[0] * go.shape[2] * go.shape[3]
+    assert_close(got, want, case["dtype"], red, _conv_id(case))
+
+
+def test_input_grad_accepts_list_shape(isa):
+    rng = np.random.default_rng(5)
+    w = rand(rng, (4, 3, 3, 3), np.float64)
+    go = rand(rng, (2, 4, 4, 5), np.float64)
+    want = ref.conv2d_input_grad((2, 3, 9, 11), w, go, stride=2, padding=0)
+    got = fastconv.conv2d_input_grad([2, 3, 9, 11], w, go, stride=2)
+    assert_close(got, want, np.float64, 36)
+    # with H=10 / W=12 the last row / column is not reached by any window -> zero gradient
+    got10 = fastconv.conv2d_input_grad((2, 3, 10, 12), w, go, stride=2)
+    assert got10.shape == (2, 3, 10, 12)
+    assert np.all(got10[:, :, -1, :] == 0) and np.all(got10[:, :, :, -1] == 0)
+    assert_close(got10, ref.conv2d_input_grad((2, 3, 10, 12), w, go, stride=2), np.float64, 36)
+
+
+def test_conv2d_unbatched(isa):
+    rng = np.random.default_rng(11)
+    for dt in (np.float32, np.float64):
+        x = rand(rng, (3, 10, 9), dt)
+        w = rand(rng, (5, 3, 3, 3), dt)
+        b = rand(rng, (5,), dt)
+        got = fastconv.conv2d(x, w, b, padding="same")
+        assert got.shape == (5, 10, 9)
+        want = ref.conv2d(x, w, b, padding="same")
+        assert_close(got, want, dt, 27)
+        batched = fastconv.conv2d(x[None], w, b, padding="same")
+        np.testing.assert_array_equal(got, batched[0])
+
+
+def test_conv2d_bias_is_added_per_channel(isa):
+    rng = np.random.default_rng(3)
+    x = rand(rng, (2, 3, 6, 7), np.float64)
+    w = rand(rng, (5, 3, 3, 3), np.float64)
+    b = np.arange(5, dtype=np.float64) * 10.0
+    y0 = fastconv.conv2d(x, w)
+    y1 = fastconv.conv2d(x, w, b)
+    np.testing.assert_allclose(y1 - y0, np.broadcast_to(b[None, :, None, None], y0.shape),
+                               rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# SIMD / tiling edges and larger shapes
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("K", list(range(1, 18, 2)))
+def test_conv2d_simd_edges(K, dtype, isa):
+    """K = 1..17 (odd) x output widths 1..33 (3x3, padding 1 -> Wo == W)."""
+    rng = np.random.default_rng(100 + K)
+    C = 3
+    w = rand(rng, (K, C, 3, 3), dtype)
+    b = rand(rng, (K,), dtype)
+    for Wd in range(1, 34):
+        x = rand(rng, (1, C, 3, Wd), dtype)
+        got = fastconv.conv2d(x, w, b, padding=1)
+        assert_close(got, ref.conv2d(x, w, b, padding=1), dtype, 27, f"K={K} W={Wd}")
+    # strided output widths too
+    for Wd in (15, 16, 17, 31, 33, 34):
+        x = rand(rng, (2, C, 4, Wd), dtype)
+        got = fastconv.conv2d(x, w, None, stride=(1, 2), padding=(0, 1))
+        assert_close(got, ref.conv2d(x, w, None, stride=(1, 2), padding=(0, 1)), dtype, 27,
+                     f"K={K} W={Wd} stride2")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("K", [1, 5, 8, 13, 16, 17])
+def test_grads_simd_edges(K, dtype, isa):
+    rng = np.random.default_rng(200 + K)
+    C = 4
+    w = rand(rng, (K, C, 3, 3), dtype)
+    for Wd in (1, 2, 7, 8, 9, 15, 16, 17, 31, 33):
+        x = rand(rng, (2, C, 5, Wd), dtype)
+        go = rand(rng, (2, K, 5, Wd), dtype)
+        gi = fastconv.conv2d_input_grad(x.shape, w, go, padding=1)
+        assert_close(gi, ref.conv2d_input_grad(x.shape, w, go, padding=1), dtype, K * 9,
+                     f"input_grad K={K} W={Wd}")
+        gw = fastconv.conv2d_weight_grad(x, w.shape, go, padding=1)
+        assert_close(gw, ref.conv2d_weight_grad(x, w.shape, go, padding=1), dtype, 10 * Wd,
+                     f"weight_grad K={K} W={Wd}")
+
+
+LARGE = [
+    # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+    (2, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1),   # C*R*S = 576 > 256, many column blocks
+    (1, 48, 17, 19, 33, 5, 5, 2, 2, 1, 1),   # C*R*S = 1200
+    (2, 130, 9, 10, 17, 3, 3, 1, 0, 1, 1),   # C not a multiple of anything, C*R*S = 1170
+    (1, 300, 6, 7, 13, 1, 1, 1, 0, 1, 1),    # 1x1 with a long reduction
+    (1, 32, 40, 41, 24, 3, 3, 1, 2, 2, 2),   # grouped, dilated, wide rows
+    (2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 32),  # depthwise
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", LARGE, ids=lambda s: "x".join(map(str, s)))
+def test_large_shapes(shape, dtype, isa):
+    N, C, H, W, K, R, S, st, pad, dil, G = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rand(rng, (N, C, H, W), dtype)
+    w = rand(rng, (K, C // G, R, S), dtype)
+    b = rand(rng, (K,), dtype)
+    p = dict(stride=st, padding=pad, dilation=dil, groups=G)
+    key = ("large", shape, np.dtype(dtype).name)
+    want = _cached(key + ("fwd",), lambda: ref.conv2d(x, w, b, **p))
+    got = fastconv.conv2d(x, w, b, **p)
+    assert_close(got, want, dtype, (C // G) * R * S, "conv2d")
+    go = rand(rng, want.shape, dtype)
+    gi = fastconv.conv2d_input_grad(x.shape, w, go, **p)
+    assert_close(gi, _cached(key + ("gin",), lambda: ref.conv2d_input_grad(x.shape, w, go, **p)),
+                 dtype, (K // G) * R * S, "input_grad")
+    gw = fastconv.conv2d_weight_grad(x, w.shape, go, **p)
+    assert_close(gw, _cached(key + ("gw",), lambda: ref.conv2d_weight_grad(x, w.shape, go, **p)),
+                 dtype, N * go.shape[2] * go.shape[3], "weight_grad")
+
+
+# ---------------------------------------------------------------------------
+# conv_transpose2d
+# ---------------------------------------------------------------------------
+def _gen_convT_cases(n, seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        G = int(rng.choice([1, 1, 1, 2, 3]))
+        Cg = int(rng.integers(1, 5))
+        Og = int(rng.choice([1, 2, 3, 5, 8, 13, 17])) if G == 1 else int(rng.integers(1, 4))
+        R, S = KERNELS[int(rng.integers(len(KERNELS)))]
+        stride = _rand_stride(rng)
+        dilation = _rand_dilation(rng)
+        padding = int(rng.integers(0, 3)) if rng.random() < 0.5 else (
+            int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        sh, sw = ref.pair(stride)
+        dh, dw = ref.pair(dilation)
+        if rng.random() < 0.5:
+            op = 0
+        else:
+            op = (int(rng.integers(0, max(sh, dh))), int(rng.integers(0, max(sw, dw))))
+        c = dict(N=int(rng.choice([1, 2, 3, 0])), C=G * Cg, H=int(rng.integers(1, 12)),
+                 W=int(rng.integers(1, 12)), O=G * Og, R=R, S=S, stride=stride,
+                 padding=padding, output_padding=op, dilation=dilation, groups=G,
+                 bias=bool(rng.random() < 0.6),
+                 dtype=[np.float32, np.float64][int(rng.integers(2))],
+                 xlayout=LAYOUTS[int(rng.integers(len(LAYOUTS)))],
+                 wlayout=LAYOUTS[int(rng.integers(len(LAYOUTS)))],
+                 seed=int(rng.integers(2**31)))
+        ph, pw = ref.pair(padding)
+        oph, opw = ref.pair(op)
+        Ho = ref.conv_transpose_out_size(c["H"], R, sh, ph, oph, dh)
+        Wo = ref.conv_transpose_out_size(c["W"], S, sw, pw, opw, dw)
+        if Ho < 1 or Wo < 1:
+            continue
+        cases.append(c)
+    # hand-picked
+    extra = [
+        dict(N=2, C=4, H=5, W=6, O=6, R=3, S=3, stride=2, padding=1, output_padding=1,
+             dilation=1, groups=2),
+        dict(N=1, C=3, H=4, W=4, O=5, R=4, S=4, stride=2, padding=1, output_padding=0,
+             dilation=1, groups=1),
+        dict(N=1, C=2, H=3, W=5, O=3, R=3, S=2, stride=1, padding=(1, 0),
+             output_padding=(1, 2), dilation=(2, 3), groups=1),  # op < dilation only
+        dict(N=3, C=6, H=7, W=7, O=6, R=3, S=3, stride=(3, 2), padding=(2, 1),
+             output_padding=(2, 1), dilation=1, groups=6),  # depthwise
+        dict(N=1, C=16, H=9, W=33, O=17, R=5, S=5, stride=1, padding=2, output_padding=0,
+             dilation=1, groups=1),
+        dict(N=1, C=40, H=8, W=8, O=13, R=3, S=3, stride=2, padding=0, output_padding=1,
+             dilation=1, groups=1),  # C*R*S = 360
+        dict(N=0, C=3, H=4, W=4, O=2, R=3, S=3, stride=2, padding=1, output_padding=1,
+             dilation=1, groups=1),
+    ]
+    for i, e in enumerate(extra):
+        for dt in (np.float32, np.float64):
+            cases.append(dict(e, bias=True, dtype=dt, xlayout=LAYOUTS[i % len(LAYOUTS)],
+                              wlayout="C", seed=5000 + i))
+    return cases
+
+
+CONVT_CASES = _gen_convT_cases(90, seed=4242)
+
+
+def _convT_id(c):
+    return (f"N{c['N']}C{c['C']}H{c['H']}W{c['W']}O{c['O']}_{c['R']}x{c['S']}"
+            f"_s{fmt(c['stride'])}_p{fmt(c['padding'])}_op{fmt(c['output_padding'])}"
+            f"_d{fmt(c['dilation'])}_g{c['groups']}_{'b' if c['bias'] else 'nob'}"
+            f"_{np.dtype(c['dtype']).name}_{c['xlayout']}{c['wlayout']}_{c['seed']}")
+
+
+@pytest.mark.parametrize("case", CONVT_CASES, ids=_convT_id)
+def test_conv_transpose2d_sweep(case, isa):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    G = case["groups"]
+    x = rand(rng, (case["N"], case["C"], case["H"], case["W"]), dt)
+    w = rand(rng, (case["C"], case["O"] // G, case["R"], case["S"]), dt)
+    b = rand(rng, (case["O"],), dt) if case["bias"] else None
+    p = dict(stride=case["stride"], padding=case["padding"],
+             output_padding=case["output_padding"], groups=G, dilation=case["dilation"])
+    want = _cached(("convT", _convT_id(case)), lambda: ref.conv_transpose2d(x, w, b, **p))
+    got = fastconv.conv_transpose2d(with_layout(x, case["xlayout"]),
+                                    with_layout(w, case["wlayout"]), b, **p)
+    red = (case["C"] // G) * case["R"] * case["S"]
+    assert_close(got, want, dt, red, _convT_id(case))
+
+
+def test_conv_transpose2d_unbatched(isa):
+    rng = np.random.default_rng(9)
+    x = rand(rng, (4, 5, 6), np.float64)
+    w = rand(rng, (4, 3, 3, 3), np.float64)
+    got = fastconv.conv_transpose2d(x, w, None, stride=2, padding=1, output_padding=1)
+    assert got.shape == (3, 10, 12)
+    assert_close(got, ref.conv_transpose2d(x, w, None, stride=2, padding=1, output_padding=1),
+                 np.float64, 36)
+
+
+def test_conv_transpose2d_is_input_grad(isa):
+    """conv_transpose2d(g, w, stride, padding, output_padding) == conv2d_input_grad."""
+    rng = np.random.default_rng(21)
+    for dt in (np.float32, np.float64):
+        w = rand(rng, (6, 2, 3, 3), dt)        # conv: K=6, C=4 (groups 2)
+        go = rand(rng, (2, 6, 4, 5), dt)
+        in_shape = (2, 4, 8, 10)                # (8+2-3)//2+1 = 4, (10+2-3)//2+1 = 5
+        gi = fastconv.conv2d_input_grad(in_shape, w, go, stride=2, padding=1, groups=2)
+        # output_padding: 8 = (4-1)*2 - 2 + 3 + op -> op = 1 ; 10 = 8 - 2 + 3 + op -> op = 1
+        ct = fastconv.conv_transpose2d(go, w, None, stride=2, padding=1, output_padding=1,
+                                       groups=2)
+        assert ct.shape == in_shape
+        assert_close(ct, gi.astype(np.float64), dt, 27)

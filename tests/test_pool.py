@@ -1,0 +1,330 @@
+"""max_pool2d / avg_pool2d (+ backward) vs the NumPy reference, under every ISA."""
+
+import numpy as np
+import pytest
+
+import fastconv
+import reference as ref
+from helpers import assert_close, fmt, rand, with_layout, LAYOUTS
+
+DATA_KINDS = ("normal", "normal", "ties", "const", "nan", "neginf", "nan_neginf")
+
+
+def _make_data(rng, shape, kind, dtype):
+    if kind == "normal":
+        x = rng.standard_normal(shape)
+    elif kind == "ties":
+        x = rng.integers(-2, 3, shape).astype(np.float64)
+    elif kind == "const":
+        x = np.full(shape, 0.5)
+    elif kind == "nan":
+        x = rng.standard_normal(shape)
+        x[rng.random(shape) < 0.15] = np.nan
+    elif kind == "neginf":
+        x = rng.standard_normal(shape)
+        x[rng.random(shape) < 0.6] = -np.inf
+    elif kind == "nan_neginf":
+        x = np.full(shape, -np.inf)
+        u = rng.random(shape)
+        x[u < 0.1] = np.nan
+        x[(u >= 0.1) & (u < 0.2)] = 1.0
+    else:
+        raise ValueError(kind)
+    return x.astype(dtype)
+
+
+def _rand_pool_geom(rng, kmax=5):
+    kh, kw = int(rng.integers(1, kmax + 1)), int(rng.integers(1, kmax + 1))
+    kernel = kh if (kh == kw or rng.random() < 0.3) else (kh, kw)
+    kh, kw = ref.pair(kernel)
+    u = rng.random()
+    if u < 0.3:
+        stride = None
+    elif u < 0.6:
+        stride = int(rng.integers(1, 4))
+    else:
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    if rng.random() < 0.5:
+        padding = int(rng.integers(0, min(kh, kw) // 2 + 1))
+    else:
+        padding = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
+    return kernel, stride, padding
+
+
+def _gen_max_cases(n, seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        kernel, stride, padding = _rand_pool_geom(rng)
+        u = rng.random()
+        dilation = 1 if u < 0.5 else (int(rng.integers(2, 4)) if u < 0.75 else
+                                      (int(rng.integers(1, 4)), int(rng.integers(1, 4))))
+        c = dict(N=int(rng.choice([1, 2, 3, 0])), C=int(rng.choice([1, 3, 4, 5])),
+                 H=int(rng.integers(1, 20)), W=int(rng.integers(1, 20)), kernel=kernel,
+                 stride=stride, padding=padding, dilation=dilation,
+                 ceil_mode=bool(rng.random() < 0.5),
+                 kind=DATA_KINDS[int(rng.integers(len(DATA_KINDS)))],
+                 dtype=[np.float32, np.float64][int(rng.integers(2))],
+                 layout=LAYOUTS[int(rng.integers(len(LAYOUTS)))],
+                 seed=int(rng.integers(2**31)))
+        if ref.max_pool_has_empty_window(c["H"], c["W"], kernel, stride, padding, dilation,
+                                         c["ceil_mode"]):
+            continue
+        cases.append(c)
+    return cases
+
+
+def _handpicked_max():
+    out = []
+    base = dict(N=2, C=3, H=7, W=8, kernel=3, stride=None, padding=0, dilation=1,
+                ceil_mode=False, kind="normal", layout="C")
+
+    def add(**kw):
+        for dt in (np.float32, np.float64):
+            out.append(dict(base, dtype=dt, seed=9000 + len(out), **kw))
+
+    add(H=5, W=5, kernel=2, stride=2, padding=1, ceil_mode=True)   # last window dropped
+    add(H=6, W=6, kernel=3, stride=2, padding=0, ceil_mode=True)   # partial last window
+    add(H=6, W=6, kernel=3, stride=2, padding=1, ceil_mode=True)
+    add(H=7, W=9, kernel=(3, 2), stride=(2, 3), padding=(1, 1), ceil_mode=True)
+    add(H=9, W=9, kernel=3, stride=1, padding=1, dilation=2)
+    add(H=10, W=11, kernel=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(3, 2),
+        ceil_mode=True)
+    add(kind="const", kernel=3, stride=1, padding=1)
+    add(kind="ties", kernel=2, stride=1)
+    add(kind="neginf", kernel=3, stride=2, padding=1)
+    add(kind="nan", kernel=3, stride=1, padding=1)
+    add(kind="nan_neginf", kernel=2, stride=1, padding=1)
+    add(H=1, W=1, kernel=1)
+    add(H=17, W=33, kernel=3, stride=2, padding=1, C=17)
+    add(N=0, kernel=2)
+    for lay in LAYOUTS:
+        add(layout=lay, kernel=(3, 2), stride=(2, 1), padding=1)
+    return out
+
+
+MAX_CASES = _gen_max_cases(110, 31337) + _handpicked_max()
+
+
+def _max_id(c):
+    return (f"N{c['N']}C{c['C']}H{c['H']}W{c['W']}_k{fmt(c['kernel'])}_s{fmt(c['stride'])}"
+            f"_p{fmt(c['padding'])}_d{fmt(c['dilation'])}_{'ceil' if c['ceil_mode'] else 'floor'}"
+            f"_{c['kind']}_{np.dtype(c['dtype']).name}_{c['layout']}_{c['seed']}")
+
+
+def _max_args(c):
+    return dict(kernel_size=c["kernel"], stride=c["stride"], padding=c["padding"],
+                dilation=c["dilation"], ceil_mode=c["ceil_mode"])
+
+
+@pytest.mark.parametrize("case", MAX_CASES, ids=_max_id)
+def test_max_pool2d_sweep(case, isa):
+    rng = np.random.default_rng(case["seed"])
+    x = _make_data(rng, (case["N"], case["C"], case["H"], case["W"]), case["kind"],
+                   case["dtype"])
+    want, want_idx = ref.max_pool2d(x, return_indices=True, **_max_args(case))
+    xl = with_layout(x, case["layout"])
+    res = fastconv.max_pool2d(xl, return_indices=True, **_max_args(case))
+    assert isinstance(res, tuple) and len(res) == 2
+    got, idx = res
+    assert got.dtype == case["dtype"] and got.shape == want.shape
+    np.testing.assert_array_equal(got, want.astype(case["dtype"]))  # NaN == NaN here
+    assert idx.dtype == np.int64 and idx.shape == want.shape
+    np.testing.assert_array_equal(idx, want_idx)
+    only = fastconv.max_pool2d(xl, **_max_args(case))
+    assert isinstance(only, np.ndarray)
+    np.testing.assert_array_equal(only, got)
+
+
+@pytest.mark.parametrize("case", [c for c in MAX_CASES if c["kind"] in ("normal", "ties",
+                                                                         "const")][:70],
+                         ids=_max_id)
+def test_max_pool2d_backward_sweep(case, isa):
+    rng = np.random.default_rng(case["seed"] + 1)
+    x = _make_data(rng, (case["N"], case["C"], case["H"], case["W"]), case["kind"],
+                   case["dtype"])
+    _, idx = ref.max_pool2d(x, return_indices=True, **_max_args(case))
+    go = rand(rng, idx.shape, case["dtype"])
+    want = ref.max_pool2d_backward(go, idx, x.shape)
+    got = fastconv.max_pool2d_backward(with_layout(go, case["layout"]),
+                                       with_layout(idx, case["layout"]), x.shape)
+    kh, kw = ref.pair(case["kernel"])
+    assert_close(got, want, case["dtype"], kh * kw, _max_id(case))
+
+
+def _gen_avg_cases(n, seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        kernel, stride, padding = _rand_pool_geom(rng, kmax=6)
+        c = dict(N=int(rng.choice([1, 2, 3, 0])), C=int(rng.choice([1, 3, 4, 5])),
+                 H=int(rng.integers(1, 20)), W=int(rng.integers(1, 20)), kernel=kernel,
+                 stride=stride, padding=padding, ceil_mode=bool(rng.random() < 0.5),
+                 count_include_pad=bool(rng.random() < 0.5),
+                 divisor_override=None if rng.random() < 0.7 else int(rng.integers(1, 10)),
+                 dtype=[np.float32, np.float64][int(rng.integers(2))],
+                 layout=LAYOUTS[int(rng.integers(len(LAYOUTS)))],
+                 seed=int(rng.integers(2**31)))
+        kh, kw = ref.pair(kernel)
+        sh, sw = (kh, kw) if stride is None else ref.pair(stride)
+        ph, pw = ref.pair(padding)
+        if (ref.pool_out_size(c["H"], kh, sh, ph, 1, c["ceil_mode"]) < 1 or
+                ref.pool_out_size(c["W"], kw, sw, pw, 1, c["ceil_mode"]) < 1):
+            continue
+        cases.append(c)
+    base = dict(N=2, C=3, H=7, W=8, kernel=3, stride=None, padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None, layout="C")
+    extra = [
+        dict(H=5, W=5, kernel=2, stride=2, padding=1, ceil_mode=True),
+        dict(H=6, W=6, kernel=3, stride=2, padding=1, ceil_mode=True),
+        dict(H=6, W=6, kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        dict(H=8, W=7, kernel=(4, 3), stride=(3, 2), padding=(2, 1), ceil_mode=True),
+        dict(H=8, W=7, kernel=(4, 3), stride=(3, 2), padding=(2, 1), ceil_mode=True,
+             count_include_pad=False),
+        dict(H=9, W=9, kernel=3, stride=1, padding=1, divisor_override=2),
+        dict(H=9, W=9, kernel=3, stride=2, padding=1, divisor_override=7, ceil_mode=True,
+             count_include_pad=False),
+        dict(H=17, W=33, kernel=2, C=17),
+        dict(H=1, W=1, kernel=1),
+        dict(N=0, kernel=2),
+    ] + [dict(layout=lay, kernel=(3, 2), stride=(2, 1), padding=1) for lay in LAYOUTS]
+    for i, e in enumerate(extra):
+        for dt in (np.float32, np.float64):
+            cases.append(dict(base, dtype=dt, seed=7000 + i, **e))
+    return cases
+
+
+AVG_CASES = _gen_avg_cases(110, 2718)
+
+
+def _avg_id(c):
+    return (f"N{c['N']}C{c['C']}H{c['H']}W{c['W']}_k{fmt(c['kernel'])}_s{fmt(c['stride'])}"
+            f"_p{fmt(c['padding'])}_{'ceil' if c['ceil_mode'] else 'floor'}"
+            f"_{'cip' if c['count_include_pad'] else 'nocip'}_div{c['divisor_override']}"
+            f"_{np.dtype(c['dtype']).name}_{c['layout']}_{c['seed']}")
+
+
+def _avg_args(c):
+    return dict(kernel_size=c["kernel"], stride=c["stride"], padding=c["padding"],
+                ceil_mode=c["ceil_mode"], count_include_pad=c["count_include_pad"],
+                divisor_override=c["divisor_override"])
+
+
+@pytest.mark.parametrize("case", AVG_CASES, ids=_avg_id)
+def test_avg_pool2d_sweep(case, isa):
+    rng = np.random.default_rng(case["seed"])
+    x = rand(rng, (case["N"], case["C"], case["H"], case["W"]), case["dtype"])
+    want = ref.avg_pool2d(x, **_avg_args(case))
+    got = fastconv.avg_pool2d(with_layout(x, case["layout"]), **_avg_args(case))
+    kh, kw = ref.pair(case["kernel"])
+    assert_close(got, want, case["dtype"], kh * kw, _avg_id(case))
+
+
+@pytest.mark.parametrize("case", AVG_CASES, ids=_avg_id)
+def test_avg_pool2d_backward_sweep(case, isa):
+    rng = np.random.default_rng(case["seed"] + 7)
+    shape = (case["N"], case["C"], case["H"], case["W"])
+    out_shape = ref.avg_pool2d(np.zeros(shape), **_avg_args(case)).shape
+    go = rand(rng, out_shape, case["dtype"])
+    want = ref.avg_pool2d_backward(go, shape, **_avg_args(case))
+    got = fastconv.avg_pool2d_backward(with_layout(go, case["layout"]), shape,
+                                       **_avg_args(case))
+    kh, kw = ref.pair(case["kernel"])
+    assert_close(got, want, case["dtype"], kh * kw, _avg_id(case))
+
+
+# ---------------------------------------------------------------------------
+# targeted semantics
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_max_pool_ties_pick_first(dtype, isa):
+    x = np.ones((1, 2, 6, 6), dtype)
+    out, idx = fastconv.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    # first valid position of each window, scanning row-major
+    exp = np.empty((6, 6), np.int64)
+    for oh in range(6):
+        for ow in range(6):
+            exp[oh, ow] = max(oh - 1, 0) * 6 + max(ow - 1, 0)
+    np.testing.assert_array_equal(idx[0, 0], exp)
+    np.testing.assert_array_equal(idx[0, 1], exp)
+    np.testing.assert_array_equal(out, np.ones((1, 2, 6, 6), dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_max_pool_all_neginf(dtype, isa):
+    x = np.full((1, 1, 5, 5), -np.inf, dtype)
+    out, idx = fastconv.max_pool2d(x, 2, stride=2, padding=1, ceil_mode=True,
+                                   return_indices=True)
+    want, want_idx = ref.max_pool2d(x, 2, stride=2, padding=1, ceil_mode=True,
+                                    return_indices=True)
+    assert out.shape == (1, 1, 3, 3)
+    assert np.all(np.isneginf(out))
+    np.testing.assert_array_equal(idx, want_idx)
+    assert idx[0, 0, 0, 0] == 0 and idx[0, 0, 1, 1] == 1 * 5 + 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_max_pool_nan_propagates(dtype, isa):
+    x = np.arange(16, dtype=dtype).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan          # window (0,0) of a 2x2/2 pool
+    x[0, 0, 2, 2] = np.nan          # window (1,1): two NaNs -> PyTorch reports the last
+    x[0, 0, 3, 3] = np.nan
+    out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(out[0, 0, 0, 0]) and np.isnan(out[0, 0, 1, 1])
+    assert out[0, 0, 0, 1] == 7 and out[0, 0, 1, 0] == 13
+    assert idx[0, 0, 0, 0] == 1
+    assert idx[0, 0, 1, 1] == 15
+    np.testing.assert_array_equal(idx, ref.max_pool2d(x, 2, return_indices=True)[1])
+    # NaN after a larger value in scan order still wins
+    y = np.array([[[[5.0, 1.0], [np.nan, 2.0]]]], dtype)
+    o2, i2 = fastconv.max_pool2d(y, 2, return_indices=True)
+    assert np.isnan(o2[0, 0, 0, 0]) and i2[0, 0, 0, 0] == 2
+
+
+def test_max_pool_stride_default_is_kernel(isa):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 9, 8))
+    for k in (2, 3, (2, 3)):
+        got = fastconv.max_pool2d(x, k)
+        want = ref.max_pool2d(x, k, stride=k)
+        np.testing.assert_array_equal(got, want)
+        got = fastconv.avg_pool2d(x, k)
+        assert_close(got, ref.avg_pool2d(x, k, stride=k), np.float64, 9)
+
+
+def test_avg_pool_divisor_and_padding_semantics(isa):
+    x = np.ones((1, 1, 4, 4))
+    # count_include_pad: corner window (3x3, pad 1) has 4 valid of 9 -> 4/9
+    out = fastconv.avg_pool2d(x, 3, stride=1, padding=1)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 4 / 9, rtol=1e-12)
+    np.testing.assert_allclose(out[0, 0, 1, 1], 1.0, rtol=1e-12)
+    out = fastconv.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    np.testing.assert_allclose(out, np.ones((1, 1, 4, 4)), rtol=1e-12)
+    out = fastconv.avg_pool2d(x, 3, stride=1, padding=1, divisor_override=2)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 2.0, rtol=1e-12)
+    np.testing.assert_allclose(out[0, 0, 1, 1], 4.5, rtol=1e-12)
+    # ceil_mode: window running past H + pad is counted only up to H + pad
+    x5 = np.ones((1, 1, 5, 5))
+    out = fastconv.avg_pool2d(x5, 3, stride=2, padding=1, ceil_mode=True)
+    want = ref.avg_pool2d(x5, 3, stride=2, padding=1, ceil_mode=True)
+    assert out.shape == want.shape == (1, 1, 3, 3)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    x6 = np.ones((1, 1, 6, 6))
+    out = fastconv.avg_pool2d(x6, 3, stride=2, padding=1, ceil_mode=True)
+    want = ref.avg_pool2d(x6, 3, stride=2, padding=1, ceil_mode=True)
+    assert out.shape == (1, 1, 4, 4)
+    # last window: hstart = 5, hend = min(8, 7) = 7 -> pool_size 2 rows, 1 valid row
+    np.testing.assert_allclose(want[0, 0, 3, 3], 1 / 4, rtol=1e-12)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_max_pool_backward_accumulates_overlaps(isa):
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 10.0             # the maximum of every 2x2 stride-1 window
+    out, idx = fastconv.max_pool2d(x, 2, stride=1, return_indices=True)
+    assert np.all(idx == 4)
+    go = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    gi = fastconv.max_pool2d_backward(go, idx, x.shape)
+    exp = np.zeros((1, 1, 3, 3))
+    exp[0, 0, 1, 1] = 10.0
+    np.testing.assert_allclose(gi, exp, rtol=1e-12)
