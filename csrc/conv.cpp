@@ -49,17 +49,25 @@ void pack_im2col(const Im2col& g, const T* x, int64_t q0, int64_t kc, int64_t p0
       iw0[j] = wo * g.sw - g.pw;
       if (++wo == g.Wo) wo = 0, ++ho;
     }
+    // All nr columns in one output row: each panel row is a strided run of one input row.
+    const bool one_row = cols == nr && ih0[0] == ih0[nr - 1];
     int64_t c = q0 / (g.R * g.S), r = (q0 / g.S) % g.R, s = q0 % g.S;
     for (int64_t k = 0; k < kc; ++k) {
       const T* plane = x + c * g.H * g.W;
       const int64_t roff = r * g.dh, soff = s * g.dw;
       T* d = panel + k * nr;
-      int64_t j = 0;
-      for (; j < cols; ++j) {
-        const int64_t ih = ih0[j] + roff, iw = iw0[j] + soff;
-        d[j] = inside(ih, g.H) && inside(iw, g.W) ? plane[ih * g.W + iw] : T(0);
+      const int64_t ih = ih0[0] + roff, iw_first = iw0[0] + soff;
+      if (one_row && inside(ih, g.H) && iw_first >= 0 && iw_first + (nr - 1) * g.sw < g.W) {
+        const T* src = plane + ih * g.W + iw_first;
+        for (int j = 0; j < nr; ++j) d[j] = src[j * g.sw];
+      } else {
+        int64_t j = 0;
+        for (; j < cols; ++j) {
+          const int64_t ihj = ih0[j] + roff, iwj = iw0[j] + soff;
+          d[j] = inside(ihj, g.H) && inside(iwj, g.W) ? plane[ihj * g.W + iwj] : T(0);
+        }
+        for (; j < nr; ++j) d[j] = T(0);
       }
-      for (; j < nr; ++j) d[j] = T(0);
       if (++s == g.S) {
         s = 0;
         if (++r == g.R) r = 0, ++c;

@@ -10,55 +10,89 @@
 namespace fastconv {
 namespace {
 
+// The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
+// and stores it back on every iteration.
 void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, bool accumulate) {
-  __m256 acc[6][2];
-  for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
-    for (int i = 0; i < 6; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i);
-      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-    }
+    __m256 ai = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(ai, b0, c00);
+    c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(ai, b0, c10);
+    c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(ai, b0, c20);
+    c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(ai, b0, c30);
+    c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(ai, b0, c40);
+    c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(ai, b0, c50);
+    c51 = _mm256_fmadd_ps(ai, b1, c51);
     a += 6;
     b += 16;
   }
+  const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                             {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
     float* ci = c + i * ldc;
+    __m256 lo = rows[i][0], hi = rows[i][1];
     if (accumulate) {
-      acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]);
-      acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]);
+      lo = _mm256_add_ps(_mm256_loadu_ps(ci), lo);
+      hi = _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi);
     }
-    _mm256_storeu_ps(ci, acc[i][0]);
-    _mm256_storeu_ps(ci + 8, acc[i][1]);
+    _mm256_storeu_ps(ci, lo);
+    _mm256_storeu_ps(ci + 8, hi);
   }
 }
 
 void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, double* c,
                                int64_t ldc, bool accumulate) {
-  __m256d acc[6][2];
-  for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_pd();
+  __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < kc; ++k) {
     const __m256d b0 = _mm256_loadu_pd(b);
     const __m256d b1 = _mm256_loadu_pd(b + 4);
-    for (int i = 0; i < 6; ++i) {
-      const __m256d ai = _mm256_broadcast_sd(a + i);
-      acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
-    }
+    __m256d ai = _mm256_broadcast_sd(a + 0);
+    c00 = _mm256_fmadd_pd(ai, b0, c00);
+    c01 = _mm256_fmadd_pd(ai, b1, c01);
+    ai = _mm256_broadcast_sd(a + 1);
+    c10 = _mm256_fmadd_pd(ai, b0, c10);
+    c11 = _mm256_fmadd_pd(ai, b1, c11);
+    ai = _mm256_broadcast_sd(a + 2);
+    c20 = _mm256_fmadd_pd(ai, b0, c20);
+    c21 = _mm256_fmadd_pd(ai, b1, c21);
+    ai = _mm256_broadcast_sd(a + 3);
+    c30 = _mm256_fmadd_pd(ai, b0, c30);
+    c31 = _mm256_fmadd_pd(ai, b1, c31);
+    ai = _mm256_broadcast_sd(a + 4);
+    c40 = _mm256_fmadd_pd(ai, b0, c40);
+    c41 = _mm256_fmadd_pd(ai, b1, c41);
+    ai = _mm256_broadcast_sd(a + 5);
+    c50 = _mm256_fmadd_pd(ai, b0, c50);
+    c51 = _mm256_fmadd_pd(ai, b1, c51);
     a += 6;
     b += 8;
   }
+  const __m256d rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                              {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
     double* ci = c + i * ldc;
+    __m256d lo = rows[i][0], hi = rows[i][1];
     if (accumulate) {
-      acc[i][0] = _mm256_add_pd(_mm256_loadu_pd(ci), acc[i][0]);
-      acc[i][1] = _mm256_add_pd(_mm256_loadu_pd(ci + 4), acc[i][1]);
+      lo = _mm256_add_pd(_mm256_loadu_pd(ci), lo);
+      hi = _mm256_add_pd(_mm256_loadu_pd(ci + 4), hi);
     }
-    _mm256_storeu_pd(ci, acc[i][0]);
-    _mm256_storeu_pd(ci + 4, acc[i][1]);
+    _mm256_storeu_pd(ci, lo);
+    _mm256_storeu_pd(ci + 4, hi);
   }
 }
 
