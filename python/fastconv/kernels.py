@@ -92,9 +92,16 @@ def _ndim(array: np.ndarray, name: str, allowed: tuple[int, ...], layout: str) -
         raise ValueError(f"{name}: expected a {layout} array, got shape {array.shape}")
 
 
+def _check_image_shape(shape: tuple[int, ...], name: str) -> None:
+    """Only the batch may be empty (as in PyTorch): channels, height and width must be >= 1."""
+    if min(shape[-3:]) < 1:
+        raise ValueError(f"{name}: only the batch dimension may be 0, got shape {tuple(shape)}")
+
+
 def _batched(array: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
     """(N, C, H, W) view of a 3-D or 4-D image array, and whether it was unbatched."""
     _ndim(array, name, (3, 4), "3-D (C, H, W) or 4-D (N, C, H, W)")
+    _check_image_shape(array.shape, name)
     return (array[None], True) if array.ndim == 3 else (array, False)
 
 
@@ -140,6 +147,9 @@ class _ConvGeometry:
         n, c, h, w = input_shape
         k, c_per_group, r, s = weight_shape
         _check_kernel_size(weight_shape, weight_name)
+        if k < 1:
+            raise ValueError(f"{weight_name}: expected at least 1 output channel, "
+                             f"got shape {tuple(weight_shape)}")
         self.groups = _groups(groups, c, k)
         if c_per_group * self.groups != c:
             raise ValueError(
@@ -197,6 +207,7 @@ def conv2d_input_grad(input_shape, weight, grad_output, stride=1, padding=0, dil
                       groups=1):
     """Gradient of conv2d with respect to its input, as ``torch.nn.grad.conv2d_input``."""
     input_shape = _shape(input_shape, "input_shape", 4)
+    _check_image_shape(input_shape, "input_shape")
     w = _float_array(weight, "weight")
     dy = _float_array(grad_output, "grad_output")
     _same_dtype(w, "weight", dy, "grad_output")
@@ -220,6 +231,7 @@ def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, di
     dy = _float_array(grad_output, "grad_output")
     _same_dtype(x, "input", dy, "grad_output")
     _ndim(x, "input", (4,), "4-D (N, C, H, W)")
+    _check_image_shape(x.shape, "input")
     _ndim(dy, "grad_output", (4,), "4-D (N, K, Ho, Wo)")
     geometry = _ConvGeometry(x.shape, weight_shape, stride, padding, dilation, groups,
                              weight_name="weight_shape")
@@ -244,6 +256,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     _ndim(w, "weight", (4,), "4-D (C_in, C_out/groups, R, S)")
     n, c_in, h, w_in = x4.shape
     _check_kernel_size(w.shape, "weight")
+    if w.shape[1] < 1:
+        raise ValueError(f"weight: expected at least 1 output channel, got shape {w.shape}")
     if w.shape[0] != c_in:
         raise ValueError(f"weight: expected shape[0] == input channels = {c_in}, "
                          f"got weight shape {w.shape}")
@@ -342,6 +356,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     dy = _float_array(grad_output, "grad_output")
     dy4, unbatched = _batched(dy, "grad_output")
     input_shape = _shape(input_shape, "input_shape", dy.ndim)
+    _check_image_shape(input_shape, "input_shape")
     input4 = (1,) + input_shape if unbatched else input_shape
     indices = np.asarray(indices)
     if indices.dtype.kind not in "iu":
@@ -377,6 +392,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     dy = _float_array(grad_output, "grad_output")
     dy4, unbatched = _batched(dy, "grad_output")
     input_shape = _shape(input_shape, "input_shape", dy.ndim)
+    _check_image_shape(input_shape, "input_shape")
     input4 = (1,) + input_shape if unbatched else input_shape
     geometry = _PoolGeometry(input4, kernel_size, stride, padding, 1, ceil_mode,
                              input_name="input_shape")
