@@ -107,10 +107,15 @@ import fastconv
 
 
 def run_child(code, env_update=None, timeout=180):
-    """Run ``code`` in a fresh interpreter (fastconv and numpy pre-imported)."""
+    """Run ``code`` in a fresh interpreter (fastconv and numpy pre-imported).
+
+    ``env_update`` maps variable -> value (None removes the variable)."""
     env = dict(os.environ)
-    if env_update:
-        env.update(env_update)
+    for k, v in (env_update or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     full = CHILD_PRELUDE + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", full], capture_output=True, text=True,
                           timeout=timeout, env=env)

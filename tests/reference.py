@@ -13,8 +13,6 @@ All functions take and return float64 ``np.ndarray`` (inputs of other float
 dtypes are converted to float64 first).  Nothing here imports fastconv or torch.
 """
 
-import math
-
 import numpy as np
 
 __all__ = [
@@ -181,9 +179,10 @@ def conv_transpose_out_size(size, kernel, stride, pad, output_padding, dilation)
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Transposed convolution written as a direct scatter:
+    """Transposed convolution written as a direct scatter (kernel offsets r, q):
 
-    out[n, g*Og + o, ih*s - p + r*d, iw*s - p + c*d] += x[n, g*Cg + c, ih, iw] * w[g*Cg + c, o, r, c]
+    out[n, g*Og + o, ih*sh - ph + r*dh, iw*sw - pw + q*dw]
+        += x[n, g*Cg + c, ih, iw] * w[g*Cg + c, o, r, q]
     """
     x, unbatched = _as_batched(x)
     w = _f64(w)
@@ -293,8 +292,8 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     indices = np.asarray(indices)
     N, C, H, W = input_shape
     gi = np.zeros((N, C, H * W))
-    go2 = go.reshape(N, C, -1)
-    ix2 = indices.reshape(N, C, -1)
+    go2 = go.reshape(N, C, go.shape[2] * go.shape[3])
+    ix2 = indices.reshape(N, C, indices.shape[2] * indices.shape[3])
     for n in range(N):
         for c in range(C):
             np.add.at(gi[n, c], ix2[n, c], go2[n, c])

@@ -328,3 +328,31 @@ def test_max_pool_backward_accumulates_overlaps(isa):
     exp = np.zeros((1, 1, 3, 3))
     exp[0, 0, 1, 1] = 10.0
     np.testing.assert_allclose(gi, exp, rtol=1e-12)
+
+
+def test_pools_unbatched(isa):
+    """3-D (C, H, W) inputs are pooled like a batch of one (as in PyTorch)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 9, 10))
+    m, i = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    mb, ib = fastconv.max_pool2d(x[None], 3, 2, 1, return_indices=True)
+    assert m.shape == (3, 5, 5) and i.shape == (3, 5, 5)
+    np.testing.assert_array_equal(m, mb[0])
+    np.testing.assert_array_equal(i, ib[0])
+    wm, wi = ref.max_pool2d(x[None], 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(m, wm[0])
+    np.testing.assert_array_equal(i, wi[0])
+    go = rng.standard_normal(m.shape)
+    np.testing.assert_allclose(fastconv.max_pool2d_backward(go, i, x.shape),
+                               ref.max_pool2d_backward(go[None], i[None], (1,) + x.shape)[0],
+                               rtol=1e-12, atol=1e-12)
+    a = fastconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+    wa = ref.avg_pool2d(x[None], 3, 2, 1, ceil_mode=True, count_include_pad=False)[0]
+    assert a.shape == wa.shape
+    np.testing.assert_allclose(a, wa, rtol=1e-12, atol=1e-12)
+    ga = fastconv.avg_pool2d_backward(a, x.shape, 3, 2, 1, ceil_mode=True,
+                                      count_include_pad=False)
+    np.testing.assert_allclose(ga, ref.avg_pool2d_backward(a[None], (1,) + x.shape, 3, 2, 1,
+                                                           ceil_mode=True,
+                                                           count_include_pad=False)[0],
+                               rtol=1e-12, atol=1e-12)

@@ -39,12 +39,18 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+# Bound on every integer argument, so that the kernels' 64-bit index arithmetic cannot overflow.
+_MAX_INT = 2**62
+
+
 def _int(value, name: str, minimum: int | None = None) -> int:
     if not _is_int(value):
         raise TypeError(f"{name}: expected an int, got {value!r}")
     value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    if value > _MAX_INT:
+        raise ValueError(f"{name}: expected an int <= 2**62, got {value}")
     return value
 
 
@@ -59,6 +65,8 @@ def _pair(value, name: str, minimum: int) -> tuple[int, int]:
     pair = (operator.index(items[0]), operator.index(items[1]))
     if min(pair) < minimum:
         raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+    if max(pair) > _MAX_INT:
+        raise ValueError(f"{name}: expected values <= 2**62, got {value!r}")
     return pair
 
 
@@ -66,8 +74,8 @@ def _shape(value, name: str, ndim: int) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or len(value) != ndim or not all(map(_is_int, value)):
         raise ValueError(f"{name}: expected a sequence of {ndim} ints, got {value!r}")
     shape = tuple(operator.index(v) for v in value)
-    if min(shape) < 0:
-        raise ValueError(f"{name}: sizes must be >= 0, got {value!r}")
+    if min(shape) < 0 or max(shape) > _MAX_INT:
+        raise ValueError(f"{name}: sizes must be in [0, 2**62], got {value!r}")
     return shape
 
 
