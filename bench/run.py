@@ -1,0 +1,237 @@
+"""Benchmark fastconv's conv2d and max_pool2d kernels against PyTorch, in the same run.
+
+    python bench/run.py [--threads 2] [--dtype float32] [--filter resnet] [--json out.json]
+
+Shapes come from conv_suite.txt and pool_suite.txt beside this file (one shape a line).
+Each row times fastconv and, when importable, PyTorch at the same thread count; the calls are
+interleaved (fastconv, peer, fastconv, peer, ...) so that machine noise hits both alike, and
+the median of the repetitions is reported. ratio = peer time / fastconv time (> 1: fastconv
+is faster); the last lines give the geometric mean of the ratios per pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fastconv
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_suite(path: Path) -> list[list[str]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            rows.append(line.split())
+    return rows
+
+
+def conv_cases(dtype):
+    for name, *numbers in read_suite(HERE / "conv_suite.txt"):
+        n, c, h, w, k, r, s, stride, padding, dilation, groups = map(int, numbers)
+        yield dict(name=name, input=(n, c, h, w), weight=(k, c // groups, r, s), stride=stride,
+                   padding=padding, dilation=dilation, groups=groups, dtype=dtype)
+
+
+def pool_cases(dtype):
+    for name, *numbers in read_suite(HERE / "pool_suite.txt"):
+        n, c, h, w, kernel, stride, padding = map(int, numbers)
+        yield dict(name=name, input=(n, c, h, w), kernel=kernel, stride=stride, padding=padding,
+                   dtype=dtype)
+
+
+def time_interleaved(functions: dict, min_seconds: float = 0.4, max_reps: int = 50) -> dict:
+    """Median seconds per call of each function, calls interleaved across functions."""
+    for f in functions.values():  # warm-up: allocations, thread pools, caches
+        f()
+        f()
+    start = time.perf_counter()
+    for f in functions.values():
+        f()
+    first = time.perf_counter() - start
+    reps = int(min(max_reps, max(5, min_seconds / max(first, 1e-9))))
+    samples = {name: [] for name in functions}
+    for _ in range(reps):
+        for name, f in functions.items():
+            t0 = time.perf_counter()
+            f()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def conv_functions(case, rng, torch):
+    x = rng.standard_normal(case["input"]).astype(case["dtype"])
+    w = rng.standard_normal(case["weight"]).astype(case["dtype"])
+    args = (case["stride"], case["padding"], case["dilation"], case["groups"])
+    y = fastconv.conv2d(x, w, None, *args)
+    dy = rng.standard_normal(y.shape).astype(case["dtype"])
+    flops = 2.0 * y.size * np.prod(case["weight"][1:])
+    passes = {
+        "forward": {"fastconv": lambda: fastconv.conv2d(x, w, None, *args)},
+        "input_grad": {"fastconv": lambda: fastconv.conv2d_input_grad(x.shape, w, dy, *args)},
+        "weight_grad": {"fastconv": lambda: fastconv.conv2d_weight_grad(x, w.shape, dy, *args)},
+    }
+    if torch is not None:
+        xt, wt, dyt = (torch.from_numpy(a) for a in (x, w, dy))
+        F, grad = torch.nn.functional, torch.nn.grad
+        passes["forward"]["torch"] = lambda: F.conv2d(xt, wt, None, *args)
+        passes["input_grad"]["torch"] = lambda: grad.conv2d_input(x.shape, wt, dyt, *args)
+        passes["weight_grad"]["torch"] = lambda: grad.conv2d_weight(xt, w.shape, dyt, *args)
+    return passes, flops
+
+
+def pool_functions(case, rng, torch):
+    x = rng.standard_normal(case["input"]).astype(case["dtype"])
+    args = (case["kernel"], case["stride"], case["padding"])
+    y, idx = fastconv.max_pool2d(x, *args, return_indices=True)
+    dy = rng.standard_normal(y.shape).astype(case["dtype"])
+    passes = {
+        "forward": {"fastconv": lambda: fastconv.max_pool2d(x, *args, return_indices=True)},
+        "backward": {"fastconv": lambda: fastconv.max_pool2d_backward(dy, idx, x.shape)},
+    }
+    if torch is not None:
+        xt, dyt, idxt = (torch.from_numpy(a) for a in (x, dy, idx))
+        F = torch.nn.functional
+        passes["forward"]["torch"] = lambda: F.max_pool2d(xt, *args, return_indices=True)
+        passes["backward"]["torch"] = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+            dyt, xt, [case["kernel"]] * 2, [case["stride"]] * 2, [case["padding"]] * 2, [1, 1],
+            False, idxt)
+    # Bytes that must move at least: read the input, write output and indices (forward);
+    # read grad_output and indices, write grad_input (backward).
+    nbytes = {"forward": x.nbytes + y.nbytes + idx.nbytes,
+              "backward": dy.nbytes + idx.nbytes + x.nbytes}
+    return passes, nbytes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=fastconv.get_num_threads())
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--filter", default="", help="only shapes whose name contains this")
+    parser.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--markdown", help="write the table as Markdown (for README.md) to this file")
+    args = parser.parse_args(argv)
+
+    fastconv.set_num_threads(args.threads)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            torch = None
+    dtype = np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    results = []
+    context = torch.no_grad() if torch is not None else _nullcontext()
+
+    header = f"{'shape':13s} {'pass':12s} {'fastconv ms':>11s} {'rate':>12s}"
+    if torch is not None:
+        header += f" {'torch ms':>9s} {'ratio':>6s}"
+    print(f"fastconv {fastconv.__version__}, ISA {fastconv.get_isa()}, {args.threads} threads, "
+          f"{args.dtype}" + (f", torch {torch.__version__}" if torch is not None else ""))
+    print(header)
+    with context:
+        for case in conv_cases(dtype):
+            if args.filter not in case["name"]:
+                continue
+            passes, flops = conv_functions(case, rng, torch)
+            for pass_name, functions in passes.items():
+                results.append(_report(case["name"], "conv", pass_name, time_interleaved(functions),
+                                       flops=flops))
+        for case in pool_cases(dtype):
+            if args.filter not in case["name"]:
+                continue
+            passes, nbytes = pool_functions(case, rng, torch)
+            for pass_name, functions in passes.items():
+                results.append(_report(case["name"], "max_pool", pass_name,
+                                       time_interleaved(functions), nbytes=nbytes[pass_name]))
+
+    if torch is not None:
+        for op, pass_name in sorted({(r["op"], r["pass"]) for r in results}):
+            ratios = [r["ratio"] for r in results if r["op"] == op and r["pass"] == pass_name]
+            geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            print(f"geometric mean ratio, {op} {pass_name}: {geomean:.2f} over {len(ratios)} shapes")
+    meta = dict(fastconv=fastconv.__version__, isa=fastconv.get_isa(), threads=args.threads,
+                dtype=args.dtype, torch=getattr(torch, "__version__", None), cpu=cpu_name(),
+                cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"),
+                python=sys.version.split()[0])
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(meta, results))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def markdown_table(meta, results) -> str:
+    """Per operation, one row per shape: fastconv ms / PyTorch ms (ratio) for each pass."""
+    lines = [f"Measured {meta['date']} on {meta['cpu']} ({meta['cpus']} CPUs), "
+             f"{meta['threads']} threads, {meta['dtype']}, ISA {meta['isa']}, "
+             f"PyTorch {meta['torch']}: median ms, fastconv / PyTorch (ratio = PyTorch time / "
+             f"fastconv time)."]
+    for op in dict.fromkeys(r["op"] for r in results):
+        rows = [r for r in results if r["op"] == op]
+        passes = list(dict.fromkeys(r["pass"] for r in rows))
+        lines += ["", f"| {op} | " + " | ".join(passes) + " |", "|---" * (len(passes) + 1) + "|"]
+        for name in dict.fromkeys(r["name"] for r in rows):
+            cells = []
+            for pass_name in passes:
+                row = next(r for r in rows if r["name"] == name and r["pass"] == pass_name)
+                cell = f"{row['fastconv_ms']:.2f}"
+                if "torch_ms" in row:
+                    cell += f" / {row['torch_ms']:.2f} ({row['ratio']:.2f})"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _report(name, op, pass_name, seconds, flops=None, nbytes=None):
+    fc = seconds["fastconv"]
+    row = dict(name=name, op=op, **{"pass": pass_name}, fastconv_ms=fc * 1e3)
+    rate = ""
+    if flops is not None:
+        row["gflops"] = flops / fc / 1e9
+        rate = f"{row['gflops']:7.1f} GFLOP/s"
+    if nbytes is not None:
+        row["gbytes_per_s"] = nbytes / fc / 1e9
+        rate = f"{row['gbytes_per_s']:8.1f} GB/s"
+    line = f"{name:13s} {pass_name:12s} {fc * 1e3:11.3f} {rate:>12s}"
+    if "torch" in seconds:
+        row["torch_ms"] = seconds["torch"] * 1e3
+        row["ratio"] = seconds["torch"] / fc
+        line += f" {row['torch_ms']:9.3f} {row['ratio']:6.2f}"
+    print(line, flush=True)
+    return row
+
+
+if __name__ == "__main__":
+    main()
