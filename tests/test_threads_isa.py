@@ -40,13 +40,17 @@ def _as_list(r):
     return list(r) if isinstance(r, tuple) else [r]
 
 
+# A build without OpenMP has exactly one thread, whatever is asked for.
+OPENMP = fastconv._core.build_info()["openmp"]
+
+
 def test_num_threads_roundtrip():
     n0 = fastconv.get_num_threads()
     assert isinstance(n0, int) and n0 >= 1
     try:
         for n in (1, 2, 3, 1):
             fastconv.set_num_threads(n)
-            assert fastconv.get_num_threads() == n
+            assert fastconv.get_num_threads() == (n if OPENMP else 1)
     finally:
         fastconv.set_num_threads(n0)
     assert fastconv.get_num_threads() == n0
@@ -92,7 +96,7 @@ def test_omp_num_threads_env():
     assert re.search(r"^NT 1$", proc.stdout, re.M), child_report(proc)
     proc = run_child("print('NT', fastconv.get_num_threads())", {"OMP_NUM_THREADS": "2"})
     assert proc.returncode == 0, child_report(proc)
-    assert re.search(r"^NT 2$", proc.stdout, re.M), child_report(proc)
+    assert re.search(r"^NT 2$" if OPENMP else r"^NT 1$", proc.stdout, re.M), child_report(proc)
 
 
 def test_available_isas():
@@ -214,7 +218,7 @@ def test_show_config(capsys):
         fastconv.set_num_threads(n0 + 5)
         fastconv.show_config()
         out = capsys.readouterr().out
-        assert str(n0 + 5) in out
+        assert re.search(rf"threads:\s+{n0 + 5 if OPENMP else 1}\b", out), out
     finally:
         fastconv.set_num_threads(n0)
 
