@@ -69,6 +69,15 @@ void require_non_negative(const Pair& p, const char* name) {
   require(p.first >= 0 && p.second >= 0, std::string(name) + ": must be >= 0");
 }
 
+// Calls f(T()) with T the C++ type of dtype: one body serves float and double.
+template <typename F>
+void with_float_type(DType dtype, const F& f) {
+  if (dtype == DType::f32)
+    f(float());
+  else
+    f(double());
+}
+
 template <typename T>
 const T* cdata(const py::array& a) {
   return static_cast<const T*>(a.data());
@@ -116,15 +125,12 @@ void conv2d_forward_py(const py::array& x, const py::array& w, const py::object&
   require_float(out, "out", 4, dt, true);
   const Conv2dShape s = conv_shape(x, w, out, stride, padding, dilation, groups);
   check_bias(bias, dt, s.K);
-  if (dt == DType::f32) {
-    const float* b = optional_data<float>(bias);
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = optional_data<T>(bias);
     py::gil_scoped_release release;
-    conv2d_forward(s, cdata<float>(x), cdata<float>(w), b, mdata<float>(out));
-  } else {
-    const double* b = optional_data<double>(bias);
-    py::gil_scoped_release release;
-    conv2d_forward(s, cdata<double>(x), cdata<double>(w), b, mdata<double>(out));
-  }
+    conv2d_forward(s, cdata<T>(x), cdata<T>(w), b, mdata<T>(out));
+  });
 }
 
 // out = dx (N,C,H,W); bias (C) optional, added to every dx[:, c] (conv_transpose2d).
@@ -137,15 +143,12 @@ void conv2d_input_grad_py(const py::array& w, const py::array& dy, const py::obj
   require_float(out, "out", 4, dt, true);
   const Conv2dShape s = conv_shape(out, w, dy, stride, padding, dilation, groups);
   check_bias(bias, dt, s.C);
-  if (dt == DType::f32) {
-    const float* b = optional_data<float>(bias);
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = optional_data<T>(bias);
     py::gil_scoped_release release;
-    conv2d_input_grad(s, cdata<float>(w), cdata<float>(dy), b, mdata<float>(out));
-  } else {
-    const double* b = optional_data<double>(bias);
-    py::gil_scoped_release release;
-    conv2d_input_grad(s, cdata<double>(w), cdata<double>(dy), b, mdata<double>(out));
-  }
+    conv2d_input_grad(s, cdata<T>(w), cdata<T>(dy), b, mdata<T>(out));
+  });
 }
 
 // out = dw (K, C/groups, R, S)
@@ -156,11 +159,11 @@ void conv2d_weight_grad_py(const py::array& x, const py::array& dy, py::array& o
   require_float(dy, "grad_output", 4, dt);
   require_float(out, "out", 4, dt, true);
   const Conv2dShape s = conv_shape(x, out, dy, stride, padding, dilation, groups);
-  py::gil_scoped_release release;
-  if (dt == DType::f32)
-    conv2d_weight_grad(s, cdata<float>(x), cdata<float>(dy), mdata<float>(out));
-  else
-    conv2d_weight_grad(s, cdata<double>(x), cdata<double>(dy), mdata<double>(out));
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    conv2d_weight_grad(s, cdata<T>(x), cdata<T>(dy), mdata<T>(out));
+  });
 }
 
 // Pool2dShape from the input-side (N,C,H,W) and output-side (N,C,Ho,Wo) arrays.
@@ -190,11 +193,11 @@ void max_pool2d_forward_py(const py::array& x, py::array& out, const py::object&
     idx = mdata<int64_t>(ind);
   }
   const Pool2dShape s = pool_shape(x, out, kernel, stride, padding, dilation);
-  py::gil_scoped_release release;
-  if (dt == DType::f32)
-    max_pool2d_forward(s, cdata<float>(x), mdata<float>(out), idx);
-  else
-    max_pool2d_forward(s, cdata<double>(x), mdata<double>(out), idx);
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    max_pool2d_forward(s, cdata<T>(x), mdata<T>(out), idx);
+  });
 }
 
 void max_pool2d_backward_py(const py::array& dy, const py::array& indices, py::array& out) {
@@ -203,14 +206,12 @@ void max_pool2d_backward_py(const py::array& dy, const py::array& indices, py::a
   require_float(out, "out", 4, dt, true);
   require_indices(indices, "indices", dy);
   const Pool2dShape s = pool_shape(out, dy, {1, 1}, {1, 1}, {0, 0}, {1, 1});
-  bool ok;
-  {
+  bool ok = true;
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
     py::gil_scoped_release release;
-    if (dt == DType::f32)
-      ok = max_pool2d_backward(s, cdata<float>(dy), cdata<int64_t>(indices), mdata<float>(out));
-    else
-      ok = max_pool2d_backward(s, cdata<double>(dy), cdata<int64_t>(indices), mdata<double>(out));
-  }
+    ok = max_pool2d_backward(s, cdata<T>(dy), cdata<int64_t>(indices), mdata<T>(out));
+  });
   require(ok, "indices: values must lie in [0, H*W) of the input plane, H*W = " +
                   std::to_string(s.H * s.W));
 }
@@ -221,12 +222,11 @@ void avg_pool2d_forward_py(const py::array& x, py::array& out, Pair kernel, Pair
   require_float(x, "input", 4, dt);
   require_float(out, "out", 4, dt, true);
   const Pool2dShape s = pool_shape(x, out, kernel, stride, padding, {1, 1});
-  py::gil_scoped_release release;
-  if (dt == DType::f32)
-    avg_pool2d_forward(s, count_include_pad, divisor_override, cdata<float>(x), mdata<float>(out));
-  else
-    avg_pool2d_forward(s, count_include_pad, divisor_override, cdata<double>(x),
-                       mdata<double>(out));
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    avg_pool2d_forward(s, count_include_pad, divisor_override, cdata<T>(x), mdata<T>(out));
+  });
 }
 
 void avg_pool2d_backward_py(const py::array& dy, py::array& out, Pair kernel, Pair stride,
@@ -235,13 +235,11 @@ void avg_pool2d_backward_py(const py::array& dy, py::array& out, Pair kernel, Pa
   require_float(dy, "grad_output", 4, dt);
   require_float(out, "out", 4, dt, true);
   const Pool2dShape s = pool_shape(out, dy, kernel, stride, padding, {1, 1});
-  py::gil_scoped_release release;
-  if (dt == DType::f32)
-    avg_pool2d_backward(s, count_include_pad, divisor_override, cdata<float>(dy),
-                        mdata<float>(out));
-  else
-    avg_pool2d_backward(s, count_include_pad, divisor_override, cdata<double>(dy),
-                        mdata<double>(out));
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    avg_pool2d_backward(s, count_include_pad, divisor_override, cdata<T>(dy), mdata<T>(out));
+  });
 }
 
 py::dict build_info() {

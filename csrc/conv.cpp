@@ -128,6 +128,18 @@ void col2im_plane(const Im2col& g, const T* col, T init, T* plane) {
   }
 }
 
+// Packs each group's weights as the GEMM's A (M x K, A_g[i][k] = w[g*M*K + i*rs + k*cs]), once
+// per call for all images; returns the size of one group's packed A.
+template <typename T>
+int64_t pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t rs, int64_t cs,
+                           const GemmBlocking& blk, int mr, AlignedBuffer<T>& packed) {
+  const int64_t size = packed_a_full_size<T>(M, K, mr);
+  packed.reset(G * size);
+  for (int64_t g = 0; g < G; ++g)
+    pack_a_full(w + g * M * K, rs, cs, M, K, blk.kc, mr, packed.data() + g * size);
+  return size;
+}
+
 }  // namespace
 
 template <typename T>
@@ -139,11 +151,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);
 
+  // A = each group's weights, a Kg x CRS matrix.
   const int64_t m_pad = round_up(Kg, uk.mr);
-  const int64_t a_size = packed_a_full_size<T>(Kg, CRS, uk.mr);
-  AlignedBuffer<T> a_packed(G * a_size);
-  for (int64_t g = 0; g < G; ++g)
-    pack_a_full(w + g * Kg * CRS, CRS, 1, Kg, CRS, blk.kc, uk.mr, a_packed.data() + g * a_size);
+  AlignedBuffer<T> a_packed;
+  const int64_t a_size = pack_group_weights(w, G, Kg, CRS, CRS, 1, blk, uk.mr, a_packed);
 
   const int64_t col_blocks = ceil_div(P, blk.nc);
   const int64_t tasks = s.N * G * col_blocks;
@@ -184,10 +195,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
 
   // A = each group's weights transposed: A[q][k] = w[g*Kg + k][q], a CRS x Kg matrix.
   const int64_t m_pad = round_up(CRS, uk.mr);
-  const int64_t a_size = packed_a_full_size<T>(CRS, Kg, uk.mr);
-  AlignedBuffer<T> a_packed(G * a_size);
-  for (int64_t g = 0; g < G; ++g)
-    pack_a_full(w + g * Kg * CRS, 1, CRS, CRS, Kg, blk.kc, uk.mr, a_packed.data() + g * a_size);
+  AlignedBuffer<T> a_packed;
+  const int64_t a_size = pack_group_weights(w, G, CRS, Kg, 1, CRS, blk, uk.mr, a_packed);
 
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
   const int64_t chunk = std::clamp<int64_t>(
