@@ -7,6 +7,9 @@ from ._runtime import _apply_isa_environment
 from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
                       conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward)
 
+from .random import manual_seed
+from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+
 __version__ = _core.__version__
 
 _apply_isa_environment()
@@ -17,4 +20,5 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa",
+    "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
 ]

@@ -1,0 +1,738 @@
+"""A NumPy-backed Tensor with a small reverse-mode autograd.
+
+Each differentiable operation is a `Function` subclass with `forward` and `backward` next to
+each other: forward computes the result from NumPy arrays and saves what backward needs on a
+context; backward maps the gradient of the result to one gradient per input. `Function.apply`
+records the inputs and the context on the result; `Tensor.backward()` walks that graph once in
+reverse topological order, accumulating gradients, and frees each node's saved arrays as it goes.
+
+Generic math lives here (elementwise with broadcasting, reductions, shape ops, matmul); the
+network operations (convolution, pooling, normalisation, losses) are Functions in
+`fastconv.functions`, built on `fastconv.kernels`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor"]
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """Whether operations record the graph for backward (per thread, as in PyTorch)."""
+    return getattr(_state, "grad_enabled", True)
+
+
+class _GradMode:
+    """Context manager / decorator setting whether the graph is recorded."""
+
+    enabled: bool
+
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        _state.grad_enabled = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self._previous
+        return False
+
+    def __call__(self, function):
+        import functools
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return function(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Disable graph recording: `with fastconv.no_grad(): ...` or as a decorator."""
+
+    enabled = False
+
+
+class enable_grad(_GradMode):
+    """Re-enable graph recording inside a no_grad block."""
+
+    enabled = True
+
+
+class Context:
+    """What a Function's forward saves for its backward."""
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+
+class _Node:
+    """A recorded application of a Function: its context and inputs (None for non-tensors)."""
+
+    __slots__ = ("function", "ctx", "inputs")
+
+    def __init__(self, function, ctx, inputs):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs
+
+
+class Function:
+    """A differentiable operation. Subclasses define
+
+        forward(ctx, *args, **kwargs) -> np.ndarray      (args: arrays where Tensors were passed)
+        backward(ctx, grad) -> gradient per positional argument (np.ndarray or None)
+
+    `ctx.needs_input_grad[i]` tells backward whether argument i wants a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs) -> Tensor:
+        ctx = Context()
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        data = cls.forward(ctx, *(a.data if isinstance(a, Tensor) else a for a in args), **kwargs)
+        record = is_grad_enabled() and any(ctx.needs_input_grad)
+        out = Tensor(data, requires_grad=record)
+        if record:
+            out._node = _Node(cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args))
+        return out
+
+
+def _as_tensor(value, like: Tensor) -> Tensor:
+    """A Tensor for an operand: Tensors as they are, Python numbers in `like`'s dtype."""
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "biuf" and like.data.dtype.kind == "f" and not isinstance(value, np.ndarray):
+        array = array.astype(like.data.dtype)
+    return Tensor(array)
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it for backward.
+
+    Tensor(data, requires_grad=False, dtype=None): floating arrays keep float32 or float64;
+    integer arrays (class labels) keep their integer dtype; Python floats and lists of floats
+    become float32, as in PyTorch. The array is not copied when it need not be.
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "_node", "__weakref__")
+    __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        from_python = not isinstance(data, (np.ndarray, np.generic))
+        array = np.asarray(data, dtype=dtype)
+        if from_python and dtype is None and array.dtype == np.float64:
+            array = array.astype(np.float32)
+        if requires_grad and array.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating point tensors can require gradients, "
+                            f"got dtype {array.dtype}")
+        self.data = array
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._node: _Node | None = None
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def size(self, dim: int | None = None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied), as `torch.Tensor.numpy()`."""
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def item(self):
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def float(self) -> Tensor:
+        return Cast.apply(self, dtype=np.float32)
+
+    def double(self) -> Tensor:
+        return Cast.apply(self, dtype=np.float64)
+
+    def long(self) -> Tensor:
+        return Tensor(self.data.astype(np.int64))
+
+    def astype(self, dtype) -> Tensor:
+        return Cast.apply(self, dtype=np.dtype(dtype))
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.data.dtype}{grad})"
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, gradient=None) -> None:
+        """Accumulate d(self)/d(leaf) * gradient into the .grad of every leaf needing it."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: gradient can be implicit only for a single-element "
+                                   f"tensor, got shape {self.shape}")
+            gradient = np.ones_like(self.data)
+        else:
+            gradient = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient,
+                                  dtype=self.data.dtype)
+            if gradient.shape != self.shape:
+                raise ValueError(f"backward: gradient shape {gradient.shape} differs from the "
+                                 f"tensor's {self.shape}")
+        grads = {id(self): gradient}
+        for tensor in _reverse_topological_order(self):
+            grad = grads.pop(id(tensor), None)
+            if grad is None:
+                continue
+            node = tensor._node
+            if node is None:  # a leaf: accumulate
+                if tensor.requires_grad:
+                    if tensor.grad is None:
+                        tensor.grad = Tensor(np.array(grad, dtype=tensor.data.dtype, copy=True))
+                    else:
+                        tensor.grad.data += grad
+                continue
+            if node.ctx is None:
+                raise RuntimeError("backward: trying to go through the graph a second time; "
+                                   "its saved arrays were freed by the first backward")
+            input_grads = node.function.backward(node.ctx, grad)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            node.ctx = None  # free what forward saved
+            for parent, parent_grad in zip(node.inputs, input_grads):
+                if parent is None or parent_grad is None or not parent.requires_grad:
+                    continue
+                if parent_grad.shape != parent.shape:
+                    raise AssertionError(
+                        f"{node.function.__name__}.backward: gradient shape {parent_grad.shape} "
+                        f"differs from its input's shape {parent.shape}")
+                key = id(parent)
+                grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, other):
+        return Add.apply(self, _as_tensor(other, self))
+
+    def __radd__(self, other):
+        return Add.apply(_as_tensor(other, self), self)
+
+    def __sub__(self, other):
+        return Sub.apply(self, _as_tensor(other, self))
+
+    def __rsub__(self, other):
+        return Sub.apply(_as_tensor(other, self), self)
+
+    def __mul__(self, other):
+        return Mul.apply(self, _as_tensor(other, self))
+
+    def __rmul__(self, other):
+        return Mul.apply(_as_tensor(other, self), self)
+
+    def __truediv__(self, other):
+        return Div.apply(self, _as_tensor(other, self))
+
+    def __rtruediv__(self, other):
+        return Div.apply(_as_tensor(other, self), self)
+
+    def __neg__(self):
+        return Neg.apply(self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("__pow__: only a Python number exponent is supported")
+        return Pow.apply(self, exponent=float(exponent))
+
+    def __matmul__(self, other):
+        return MatMul.apply(self, _as_tensor(other, self))
+
+    def __rmatmul__(self, other):
+        return MatMul.apply(_as_tensor(other, self), self)
+
+    # comparisons give boolean tensors outside the graph
+    def __eq__(self, other):  # noqa: D105
+        return Tensor(self.data == _data(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _data(other))
+
+    def __lt__(self, other):
+        return Tensor(self.data < _data(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _data(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _data(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _data(other))
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        return GetItem.apply(self, index=_data_index(index))
+
+    # ------------------------------------------------------------------ math
+    def exp(self):
+        return Exp.apply(self)
+
+    def log(self):
+        return Log.apply(self)
+
+    def sqrt(self):
+        return Pow.apply(self, exponent=0.5)
+
+    def abs(self):
+        return Abs.apply(self)
+
+    def relu(self):
+        return ReLU.apply(self)
+
+    def sigmoid(self):
+        return Sigmoid.apply(self)
+
+    def tanh(self):
+        return Tanh.apply(self)
+
+    def clamp(self, min=None, max=None):
+        return Clamp.apply(self, low=min, high=max)
+
+    def sum(self, dim=None, keepdim: bool = False):
+        return Sum.apply(self, axis=_axis(dim), keepdims=keepdim)
+
+    def mean(self, dim=None, keepdim: bool = False):
+        return Mean.apply(self, axis=_axis(dim), keepdims=keepdim)
+
+    def max(self, dim=None, keepdim: bool = False):
+        return Max.apply(self, axis=_axis(dim), keepdims=keepdim)
+
+    def argmax(self, dim=None, keepdim: bool = False):
+        return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim))
+
+    # ------------------------------------------------------------------ shape
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return Reshape.apply(self, shape=tuple(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        shape = self.shape
+        start = start_dim % max(len(shape), 1)
+        end = end_dim % max(len(shape), 1)
+        new_shape = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+        return Reshape.apply(self, shape=new_shape)
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return Permute.apply(self, axes=tuple(dims))
+
+    def transpose(self, dim0: int, dim1: int):
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return Permute.apply(self, axes=tuple(axes))
+
+    @property
+    def T(self):
+        return Permute.apply(self, axes=tuple(reversed(range(self.ndim))))
+
+    def zero_(self) -> Tensor:
+        """Zero in place (for gradients; does not record)."""
+        self.data[...] = 0
+        return self
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Build a Tensor (as torch.tensor)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _data(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _data_index(index):
+    if isinstance(index, tuple):
+        return tuple(_data(i) for i in index)
+    return _data(index)
+
+
+def _axis(dim):
+    if isinstance(dim, list):
+        return tuple(dim)
+    return dim
+
+
+def _reverse_topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors of root's graph, each after every tensor computed from it (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor._node is not None:
+            for parent in tensor._node.inputs:
+                if parent is not None and parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a broadcast gradient back down to `shape`."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic Functions
+# ---------------------------------------------------------------------------------------------
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = x.dtype
+        return x.astype(dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.astype(ctx.dtype, copy=False)
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shapes[0]), unbroadcast(grad, ctx.shapes[1])
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shapes[0]), unbroadcast(-grad, ctx.shapes[1])
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        grad_a = unbroadcast(grad * b, a.shape) if ctx.needs_input_grad[0] else None
+        grad_b = unbroadcast(grad * a, b.shape) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        grad_a = unbroadcast(grad / b, a.shape) if ctx.needs_input_grad[0] else None
+        grad_b = unbroadcast(-grad * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return -x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, x, exponent):
+        ctx.save_for_backward(x)
+        ctx.exponent = exponent
+        return np.power(x, x.dtype.type(exponent))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved
+        e = x.dtype.type(ctx.exponent)
+        return grad * e * np.power(x, e - 1)
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = np.exp(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved[0]
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.log(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.saved[0]
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.abs(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * np.sign(ctx.saved[0])
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = np.maximum(x, 0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (ctx.saved[0] > 0)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        # exp of a non-positive number only: no overflow warnings for large |x|
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y = ctx.saved[0]
+        return grad * y * (1 - y)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = np.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y = ctx.saved[0]
+        return grad * (1 - y * y)
+
+
+class Clamp(Function):
+    @staticmethod
+    def forward(ctx, x, low, high):
+        ctx.save_for_backward(x)
+        ctx.bounds = low, high
+        return np.clip(x, low, high).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved
+        low, high = ctx.bounds
+        keep = np.ones(x.shape, dtype=bool)
+        if low is not None:
+            keep &= x >= low
+        if high is not None:
+            keep &= x <= high
+        return grad * keep
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdims):
+        ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        return np.asarray(x.sum(axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.keepdims and ctx.axis is not None:
+            grad = np.expand_dims(grad, ctx.axis)
+        return np.broadcast_to(grad, ctx.shape).copy()
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdims):
+        ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        result = np.asarray(x.mean(axis=axis, keepdims=keepdims))
+        ctx.count = x.size // max(result.size, 1) if x.size else 1
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.keepdims and ctx.axis is not None:
+            grad = np.expand_dims(grad, ctx.axis)
+        return np.broadcast_to(grad / grad.dtype.type(ctx.count), ctx.shape).copy()
+
+
+class Max(Function):
+    @staticmethod
+    def forward(ctx, x, axis, keepdims):
+        result = np.asarray(x.max(axis=axis, keepdims=True))
+        ctx.save_for_backward(x, result)
+        ctx.axis, ctx.keepdims = axis, keepdims
+        return result if keepdims else np.asarray(np.squeeze(result, axis=axis))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, result = ctx.saved
+        if not ctx.keepdims and ctx.axis is not None:
+            grad = np.expand_dims(grad, ctx.axis)
+        # ties share the gradient equally
+        mask = (x == result).astype(x.dtype)
+        mask /= mask.sum(axis=ctx.axis, keepdims=True)
+        return grad * mask
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return x.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, x, axes):
+        ctx.axes = axes
+        return np.transpose(x, axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return np.transpose(grad, np.argsort(ctx.axes))
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        return np.asarray(x[index])
+
+    @staticmethod
+    def backward(ctx, grad):
+        full = np.zeros(ctx.shape, dtype=ctx.dtype)
+        np.add.at(full, ctx.index, grad)  # repeated indices accumulate
+        return full
+
+
+class MatMul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if ctx.needs_input_grad[1]:
+            grad_b = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return grad_a, grad_b
