@@ -1,4 +1,9 @@
-"""fastconv: fast CPU conv2d and pooling kernels for NumPy, with PyTorch's semantics."""
+"""fastconv: fast CPU conv2d and pooling kernels for NumPy, with PyTorch's semantics, and a
+small PyTorch-shaped layer to train CNNs with them.
+
+Layers, each built on the one before: kernels (NumPy in, NumPy out) -> Tensor (autograd) ->
+nn -> optim -> data -> train (fit, evaluate, the `fastconv` command).
+"""
 
 from . import _core
 from ._runtime import (available_isas, get_isa, get_num_threads, set_isa, set_num_threads,
@@ -6,9 +11,10 @@ from ._runtime import (available_isas, get_isa, get_num_threads, set_isa, set_nu
 from ._runtime import _apply_isa_environment
 from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
                       conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward)
-
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from . import nn
+from .summary import summary
 
 __version__ = _core.__version__
 
@@ -21,4 +27,5 @@ __all__ = [
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
+    "nn", "summary",
 ]
