@@ -1,7 +1,9 @@
-// Thread control. Every parallel region of fastconv goes through parallel_for: static
-// scheduling (so results depend only on the thread count, never on timing), no nested
-// parallelism (a call from inside an outer OpenMP region runs serially), and a size
-// threshold so that small problems stay on one thread.
+// Thread control. Every parallel region of fastconv goes through parallel_for: dynamic
+// scheduling, so that a thread the OS preempts (the machine may be shared) does not hold the
+// others at the barrier; no nested parallelism (a call from inside an outer OpenMP region runs
+// serially); and a size threshold so that small problems stay on one thread. Results never
+// depend on which thread ran a task: each task writes its own outputs in a fixed order, and
+// per-thread scratch is only scratch.
 #pragma once
 
 #include <algorithm>
@@ -31,7 +33,7 @@ void parallel_for(int64_t tasks, int nthreads, const Body& body) {
 #ifdef _OPENMP
   if (nthreads > 1 && tasks > 1 && !omp_in_parallel()) {
     const int n = static_cast<int>(std::min<int64_t>(nthreads, tasks));
-#pragma omp parallel for schedule(static) num_threads(n)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n)
     for (int64_t t = 0; t < tasks; ++t) body(t, omp_get_thread_num());
     return;
   }
