@@ -175,6 +175,10 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor; ambiguous for more (ValueError, as NumPy)."""
+        return bool(self.data)
+
     def numpy(self) -> np.ndarray:
         """The underlying array (shared, not copied), as `torch.Tensor.numpy()`."""
         return self.data
@@ -727,7 +731,7 @@ class MatMul(Function):
         b2 = b[:, None] if b.ndim == 1 else b
         g = grad
         if a.ndim == 1:
-            g = np.expand_dims(g, -2)
+            g = np.expand_dims(g, -2 if g.ndim else 0)  # 1-D @ 1-D: grad is 0-d
         if b.ndim == 1:
             g = np.expand_dims(g, -1)
         grad_a = grad_b = None

@@ -117,18 +117,29 @@ class Module:
             yield b
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        seen = set()  # a module registered twice is listed once, as in PyTorch
         for name, m in self._modules.items():
-            if m is not None:
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
                 yield name, m
 
     def children(self) -> Iterator[Module]:
         for _, m in self.named_children():
             yield m
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True, _memo=None
+                      ) -> Iterator[tuple[str, Module]]:
+        """Every module once (remove_duplicate False: once per place, as state_dict keys)."""
+        memo = set() if _memo is None else _memo
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
-        for name, child in self.named_children():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name,
+                                               remove_duplicate, memo)
 
     def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
@@ -184,7 +195,7 @@ class Module:
     def state_dict(self) -> OrderedDict:
         """Copies of every parameter and buffer, keyed as in PyTorch ("features.0.weight")."""
         state = OrderedDict()
-        for module_prefix, module in self.named_modules():
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
             for name, p in module._parameters.items():
                 if p is not None:
                     state[f"{module_prefix}.{name}" if module_prefix else name] = p.data.copy()
@@ -201,7 +212,7 @@ class Module:
         (missing_keys, unexpected_keys).
         """
         own = OrderedDict()
-        for module_prefix, module in self.named_modules():
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
             for kind in ("_parameters", "_buffers"):
                 for name, value in getattr(module, kind).items():
                     if value is not None:
