@@ -13,7 +13,7 @@ from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad
                       conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward)
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from . import nn
+from . import nn, optim, data, models, train
 from .summary import summary
 
 __version__ = _core.__version__
@@ -27,5 +27,5 @@ __all__ = [
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
-    "nn", "summary",
+    "nn", "optim", "data", "models", "train", "summary",
 ]
