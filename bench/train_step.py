@@ -107,14 +107,17 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=fastconv.get_num_threads())
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     fastconv.set_num_threads(args.threads)
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
     rng = np.random.default_rng(0)
     results = []
     print(f"{args.threads} threads; median ms per training step (forward, backward, "

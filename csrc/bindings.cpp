@@ -11,6 +11,7 @@
 
 #include "conv.h"
 #include "dispatch.h"
+#include "matmul.h"
 #include "pool.h"
 #include "threading.h"
 
@@ -242,6 +243,26 @@ void avg_pool2d_backward_py(const py::array& dy, py::array& out, Pair kernel, Pa
   });
 }
 
+// out (M, N) = op(a) @ op(b), op = transpose or not; a, b 2-D C-contiguous.
+void matmul_py(const py::array& a, const py::array& b, py::array& out, bool transpose_a,
+               bool transpose_b) {
+  const DType dt = float_dtype(a, "a");
+  require_float(a, "a", 2, dt);
+  require_float(b, "b", 2, dt);
+  require_float(out, "out", 2, dt, true);
+  const int64_t a0 = a.shape(0), a1 = a.shape(1), b0 = b.shape(0), b1 = b.shape(1);
+  MatmulShape s{transpose_a ? a1 : a0, transpose_b ? b0 : b1, transpose_a ? a0 : a1,
+                transpose_a ? 1 : a1, transpose_a ? a1 : 1, transpose_b ? 1 : b1,
+                transpose_b ? b1 : 1};
+  require((transpose_b ? b1 : b0) == s.K, "b: inner dimensions of a and b differ");
+  require(out.shape(0) == s.M && out.shape(1) == s.N, "out: wrong shape for the product");
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    matmul(s, cdata<T>(a), cdata<T>(b), mdata<T>(out));
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTCONV_VERSION;
@@ -284,6 +305,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("avg_pool2d_backward", &avg_pool2d_backward_py, py::arg("grad_output"), py::arg("out"),
         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"),
         py::arg("count_include_pad"), py::arg("divisor_override"));
+
+  m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("out"),
+        py::arg("transpose_a"), py::arg("transpose_b"));
 
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", [](int n) {

@@ -83,6 +83,16 @@ void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc
   for (int64_t jp = 0; jp < nc; jp += nr) {
     T* panel = dst + jp * kc;
     const int64_t cols = std::min<int64_t>(nr, nc - jp);
+    if (rs == 1 && cs != 1) {
+      // Columns contiguous in memory (a transposed operand): read each column straight down.
+      for (int64_t c = 0; c < cols; ++c) {
+        const T* column = src + k0 + (j0 + jp + c) * cs;
+        for (int64_t k = 0; k < kc; ++k) panel[k * nr + c] = column[k];
+      }
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t c = cols; c < nr; ++c) panel[k * nr + c] = T(0);
+      continue;
+    }
     for (int64_t k = 0; k < kc; ++k) {
       const T* s = src + (k0 + k) * rs + (j0 + jp) * cs;
       T* d = panel + k * nr;

@@ -10,7 +10,8 @@ from ._runtime import (available_isas, get_isa, get_num_threads, set_isa, set_nu
                        show_config)
 from ._runtime import _apply_isa_environment
 from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
-                      conv2d_weight_grad, conv_transpose2d, max_pool2d, max_pool2d_backward)
+                      conv2d_weight_grad, conv_transpose2d, matmul, max_pool2d,
+                      max_pool2d_backward)
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from . import nn, optim, data, models, train
@@ -23,7 +24,7 @@ del _apply_isa_environment
 
 __all__ = [
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv_transpose2d",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "matmul",
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",

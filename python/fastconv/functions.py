@@ -136,23 +136,26 @@ class AdaptiveAvgPool2d(Function):
 # ---------------------------------------------------------------------------------------------
 
 class Linear(Function):
-    """y = x @ weight.T + bias.   x (..., in), weight (out, in), bias (out,) or None."""
+    """y = x @ weight.T + bias.   x (..., in), weight (out, in), bias (out,) or None.
+    The products run in the C++ GEMM (kernels.matmul) on fastconv's threads."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        y = x @ weight.T
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, weight)
+        ctx.input_shape = x.shape
+        y = kernels.matmul(x2, weight, transpose_b=True)
         if bias is not None:
             y += bias
-        return y
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved
+        x2, weight = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
         grad2 = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad @ weight if need_x else None
-        grad_w = grad2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
+        grad_x = kernels.matmul(grad2, weight).reshape(ctx.input_shape) if need_x else None
+        grad_w = kernels.matmul(grad2, x2, transpose_a=True) if need_w else None
         grad_b = grad2.sum(axis=0) if need_b else None
         return grad_x, grad_w, grad_b
 

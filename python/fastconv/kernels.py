@@ -26,6 +26,7 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "matmul",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -413,3 +414,27 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     _core.avg_pool2d_backward(_contiguous(dy4), out, geometry.kernel, geometry.stride,
                               geometry.padding, include_pad, divisor)
     return out[0] if unbatched else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense products
+# ----------------------------------------------------------------------------------------------
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for 2-D float arrays, op transposing when asked, on fastconv's threads.
+
+    Linear layers use it so that their work shares the convolutions' thread pool instead of
+    starting NumPy's BLAS pool beside it. A transposed operand is read in place, not copied.
+    """
+    a = _float_array(a, "a")
+    b = _float_array(b, "b")
+    _same_dtype(a, "a", b, "b")
+    _ndim(a, "a", (2,), "2-D")
+    _ndim(b, "b", (2,), "2-D")
+    m, k = a.shape[::-1] if transpose_a else a.shape
+    k_b, n = b.shape[::-1] if transpose_b else b.shape
+    if k != k_b:
+        raise ValueError(f"b: inner dimensions differ: op(a) is {(m, k)}, op(b) is {(k_b, n)}")
+    out = np.empty((m, n), dtype=a.dtype)
+    _core.matmul(_contiguous(a), _contiguous(b), out, bool(transpose_a), bool(transpose_b))
+    return out
