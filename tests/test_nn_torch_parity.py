@@ -387,3 +387,16 @@ def test_shared_batch_norm_buffers_match_torch():
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert len(list(ours.modules())) == len(list(theirs.modules())) == 3
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_functional_weight_without_bias(training):
+    """F.batch_norm with a weight but no bias, as torch allows."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 3, 5, 5))
+    w, rm, rv = rng.random(3), rng.random(3), rng.random(3) + 0.5
+    ours = fastconv.nn.functional.batch_norm(x, rm.copy(), rv.copy(), w, None,
+                                             training=training).numpy()
+    theirs = torch.nn.functional.batch_norm(torch.tensor(x), torch.tensor(rm), torch.tensor(rv),
+                                            torch.tensor(w), None, training=training).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)

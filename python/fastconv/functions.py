@@ -247,7 +247,9 @@ class BatchNorm2dTrain(Function):
         statistics_out.extend((mean, var))
         y = x_hat
         if weight is not None:
-            y = y * _per_channel(weight) + _per_channel(bias)
+            y = y * _per_channel(weight)
+        if bias is not None:
+            y = y + _per_channel(bias)
         return y
 
     @staticmethod

@@ -176,7 +176,8 @@ class _ConvGeometry:
                         f"got stride {self.stride}")
                 pads = (same_padding(r, self.dilation[0]), same_padding(s, self.dilation[1]))
             else:
-                raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
+                raise ValueError(
+                    f"padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
         else:
             ph, pw = _pair(padding, "padding", minimum=0)
             pads = ((ph, ph), (pw, pw))

@@ -115,7 +115,8 @@ def _as_tensor(value, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value
     array = np.asarray(value)
-    if array.dtype.kind in "biuf" and like.data.dtype.kind == "f" and not isinstance(value, np.ndarray):
+    python_number = not isinstance(value, np.ndarray)
+    if python_number and array.dtype.kind in "biuf" and like.data.dtype.kind == "f":
         array = array.astype(like.data.dtype)
     return Tensor(array)
 

@@ -156,12 +156,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return y
     inv_std = 1 / np.sqrt(running_var + running_var.dtype.type(eps))
     # y = (x - mean) * inv_std * weight + bias, as one per-channel affine map
-    if w is None:
-        scale = Tensor(inv_std.astype(x.dtype))
-        shift = Tensor((-running_mean * inv_std).astype(x.dtype))
-    else:
-        scale = w * Tensor(inv_std.astype(x.dtype))
-        shift = b - Tensor(running_mean.astype(x.dtype)) * scale
+    scale = Tensor(inv_std.astype(x.dtype))
+    if w is not None:
+        scale = w * scale
+    shift = -Tensor(running_mean.astype(x.dtype)) * scale
+    if b is not None:
+        shift = b + shift
     return fn.Affine2d.apply(x, scale, shift)
 
 

@@ -176,7 +176,7 @@ class Module:
         """Convert every floating parameter and buffer to `dtype` (np.float32 or np.float64)."""
         dtype = np.dtype(dtype)
         for m in self.modules():
-            for name, p in m._parameters.items():
+            for p in m._parameters.values():
                 if p is not None and p.data.dtype != dtype:
                     p.data = p.data.astype(dtype)
                     p.grad = None
