@@ -8,12 +8,14 @@
 //                dx = col2im(dcol)                                       then over (n, c) planes
 //   weight grad  dW_g (Kg x CRS) = sum_n dy_g (Kg x P) * col^T (P x CRS) parallel over (g, slices of
 //                the n*P reduction); per-slice partial sums added in a fixed order (no atomics).
+// One input channel per group (depthwise) goes to the direct kernels of depthwise.cpp instead.
 #include "conv.h"
 
 #include <algorithm>
 #include <cstdint>
 
 #include "common.h"
+#include "depthwise.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "threading.h"
@@ -144,6 +146,7 @@ int64_t pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t 
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if (depthwise_preferred(s)) return depthwise_forward(s, x, w, bias, y);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.K == 0 || P == 0) return;
@@ -186,6 +189,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 
 template <typename T>
 void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+  if (depthwise_preferred(s)) return depthwise_input_grad(s, w, dy, bias, dx);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S, CRS = Cg * RS;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;
@@ -235,6 +239,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
 
 template <typename T>
 void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  if (depthwise_preferred(s)) return depthwise_weight_grad(s, x, dy, dw);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   const int64_t group_size = Kg * CRS;  // elements of dW per group

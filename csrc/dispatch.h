@@ -24,4 +24,13 @@ inline const MicroKernel<float>& active_microkernel<float>() { return active_isa
 template <>
 inline const MicroKernel<double>& active_microkernel<double>() { return active_isa().f64; }
 
+template <typename T>
+const PlaneKernels<T>& active_plane_kernels();
+template <>
+inline const PlaneKernels<float>& active_plane_kernels<float>() { return active_isa().planes_f32; }
+template <>
+inline const PlaneKernels<double>& active_plane_kernels<double>() {
+  return active_isa().planes_f64;
+}
+
 }  // namespace fastconv

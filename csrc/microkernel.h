@@ -25,10 +25,33 @@ struct MicroKernel {
   MicroKernelFn<T> fn;
 };
 
+// Direct convolution of one plane (depthwise layers), per ISA so that the row loops are
+// vectorised for it. Geometry of one input plane (H x W) and its output plane (Ho x Wo):
+struct PlaneGeometry {
+  int64_t H, W, Ho, Wo, R, S, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  // For window column s: the outputs [lo[s], hi[s]) whose input column
+  // wo*stride_w + offset[s] lies inside the plane (offset[s] = s*dil_w - pad_w).
+  const int64_t* lo;
+  const int64_t* hi;
+  const int64_t* offset;
+};
+
+// forward:     y    += conv(x, w)           (y preset to the bias by the caller)
+// input_grad:  dx   += conv_transpose(dy, w)
+// weight_grad: w    += correlation of dy with x   (w: R*S accumulators)
+template <typename T>
+struct PlaneKernels {
+  void (*forward)(const PlaneGeometry& g, const T* x, const T* w, T* y);
+  void (*input_grad)(const PlaneGeometry& g, const T* dy, const T* w, T* dx);
+  void (*weight_grad)(const PlaneGeometry& g, const T* x, const T* dy, T* dw);
+};
+
 struct IsaKernels {
   const char* name;
   MicroKernel<float> f32;
   MicroKernel<double> f64;
+  PlaneKernels<float> planes_f32;
+  PlaneKernels<double> planes_f64;
 };
 
 const IsaKernels& isa_kernels_baseline();

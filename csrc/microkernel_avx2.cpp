@@ -10,6 +10,8 @@
 namespace fastconv {
 namespace {
 
+#include "plane_kernels.inc"
+
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
 void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, float* c,
@@ -100,6 +102,8 @@ const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2},
     {6, 8, &gemm_ukernel_f64_6x8_avx2},
+    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>},
+    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>},
 };
 
 }  // namespace

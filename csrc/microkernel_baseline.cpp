@@ -5,6 +5,8 @@
 namespace fastconv {
 namespace {
 
+#include "plane_kernels.inc"
+
 // MR x NR accumulators; the fixed trip counts let the compiler keep them in registers.
 template <typename T, int MR, int NR>
 void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
@@ -32,6 +34,8 @@ const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float, 6, 8>},
     {6, 4, &gemm_ukernel_baseline<double, 6, 4>},
+    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>},
+    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>},
 };
 
 }  // namespace
