@@ -3,8 +3,10 @@
 //   input grad   dx[n,c]  = bias[c] + sum over its K/C channels k of the    task: (n, c)
 //                           transposed plane conv of dy[n,k] with w[k]
 //   weight grad  dw[k]    = sum over n of the correlation of dy[n,k], x[n,c] task: k
-// Each task owns whole outputs and sums in a fixed order, so the result does not depend on the
-// thread count. The plane loops are the ISA's PlaneKernels (plane_kernels.inc).
+// Stride 1 pads each plane into a scratch buffer and runs every window tap as one long flat
+// vector (flat_correlate / flat_dots); other strides loop over rows (forward, input_grad,
+// weight_grad). Each task owns whole outputs and sums in a fixed order, so the result does not
+// depend on the thread count. The loops are the ISA's PlaneKernels (plane_kernels.inc).
 #include "depthwise.h"
 
 #include <algorithm>
@@ -37,6 +39,57 @@ int plane_threads(const Conv2dShape& s, int64_t tasks) {
   return threads_for(2.0 * s.N * s.K * s.Ho * s.Wo * s.R * s.S, kMinFlopsPerThread, tasks);
 }
 
+// Stride-1 planes as flat vectors (see PlaneKernels): a zero-padded plane of `rows` rows at
+// row `pitch`, and the flat offset of every window tap.
+struct FlatLayout {
+  int64_t pitch, rows;
+  std::vector<int64_t> offsets;
+};
+
+bool stride_one(const Conv2dShape& s) { return s.stride_h == 1 && s.stride_w == 1; }
+
+// Forward and weight gradient: the input padded by (pad_h, pad_w) at the top left; the outputs
+// are flat positions ho*pitch + wo. One spare row keeps the last row's taps inside the buffer.
+FlatLayout input_layout(const Conv2dShape& s) {
+  FlatLayout f{s.Wo + (s.S - 1) * s.dil_w, s.Ho + (s.R - 1) * s.dil_h + 1, {}};
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t j = 0; j < s.S; ++j) f.offsets.push_back(r * s.dil_h * f.pitch + j * s.dil_w);
+  return f;
+}
+
+// Input gradient = correlation of the output gradient, padded by the kernel extent minus the
+// padding, with the flipped kernel: offsets[r*S + s] belongs to tap (R-1-r, S-1-s).
+int64_t grad_top(const Conv2dShape& s) { return (s.R - 1) * s.dil_h - s.pad_h; }
+int64_t grad_left(const Conv2dShape& s) { return (s.S - 1) * s.dil_w - s.pad_w; }
+
+FlatLayout grad_layout(const Conv2dShape& s) {
+  FlatLayout f{std::max(s.W + (s.S - 1) * s.dil_w, s.Wo + grad_left(s)),
+               std::max(s.H + (s.R - 1) * s.dil_h + 1, s.Ho + grad_top(s)), {}};
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t j = 0; j < s.S; ++j)
+      f.offsets.push_back((s.R - 1 - r) * s.dil_h * f.pitch + (s.S - 1 - j) * s.dil_w);
+  return f;
+}
+
+// src (src_rows x cols) copied into the padded plane dst (rows x pitch) at (top, left); what
+// does not fit is dropped. The padding itself is never written: the caller zeroes the scratch
+// once per call, and every plane copied into it covers the same positions.
+template <typename T>
+void pad_plane(const T* src, int64_t src_rows, int64_t cols, int64_t top, int64_t left,
+               const FlatLayout& f, T* dst) {
+  const int64_t width = std::min(cols, f.pitch - left);
+  if (width <= 0) return;
+  for (int64_t i = 0; i < src_rows && i + top < f.rows; ++i)
+    std::copy(src + i * cols, src + i * cols + width, dst + (i + top) * f.pitch + left);
+}
+
+// Rows of a flat result (pitch columns each) into a dense plane (cols columns each).
+template <typename T>
+void unpad_rows(const T* src, int64_t pitch, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t i = 0; i < rows; ++i)
+    std::copy(src + i * pitch, src + i * pitch + cols, dst + i * cols);
+}
+
 }  // namespace
 
 template <typename T>
@@ -44,9 +97,26 @@ void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bi
   const int64_t per_group = s.K / s.groups, HW = s.H * s.W, P = s.Ho * s.Wo, RS = s.R * s.S;
   if (s.N == 0 || s.K == 0 || P == 0) return;
   const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const int nthreads = plane_threads(s, s.N * s.K);
+  if (stride_one(s)) {
+    const FlatLayout f = input_layout(s);
+    const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
+    AlignedBuffer<T> scratch(nthreads * per_thread);
+    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    parallel_for(s.N * s.K, nthreads, [&](int64_t task, int thread) {
+      const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
+      T* xpad = scratch.data() + thread * per_thread;
+      T* ybuf = xpad + f.rows * f.pitch;
+      pad_plane(x + (n * s.C + c) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
+      std::fill(ybuf, ybuf + s.Ho * f.pitch, bias ? bias[k] : T(0));
+      kernels.flat_correlate(s.Ho * f.pitch, xpad, f.offsets.data(), w + k * RS, RS, ybuf);
+      unpad_rows(ybuf, f.pitch, s.Ho, s.Wo, y + task * P);
+    });
+    return;
+  }
   std::vector<int64_t> columns;
   const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.N * s.K, plane_threads(s, s.N * s.K), [&](int64_t task, int) {
+  parallel_for(s.N * s.K, nthreads, [&](int64_t task, int) {
     const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
     T* yp = y + task * P;
     std::fill(yp, yp + P, bias ? bias[k] : T(0));
@@ -59,9 +129,28 @@ void depthwise_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T
   const int64_t per_group = s.K / s.groups, HW = s.H * s.W, P = s.Ho * s.Wo, RS = s.R * s.S;
   if (s.N == 0 || s.C == 0 || HW == 0) return;
   const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const int nthreads = plane_threads(s, s.N * s.C);
+  if (stride_one(s) && grad_top(s) >= 0 && grad_left(s) >= 0) {
+    const FlatLayout f = grad_layout(s);
+    const int64_t per_thread = (f.rows + s.H) * f.pitch;
+    AlignedBuffer<T> scratch(nthreads * per_thread);
+    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    parallel_for(s.N * s.C, nthreads, [&](int64_t task, int thread) {
+      const int64_t n = task / s.C, c = task % s.C;
+      T* dypad = scratch.data() + thread * per_thread;
+      T* dxbuf = dypad + f.rows * f.pitch;
+      std::fill(dxbuf, dxbuf + s.H * f.pitch, bias ? bias[c] : T(0));
+      for (int64_t k = c * per_group; k < (c + 1) * per_group; ++k) {
+        pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, grad_top(s), grad_left(s), f, dypad);
+        kernels.flat_correlate(s.H * f.pitch, dypad, f.offsets.data(), w + k * RS, RS, dxbuf);
+      }
+      unpad_rows(dxbuf, f.pitch, s.H, s.W, dx + task * HW);
+    });
+    return;
+  }
   std::vector<int64_t> columns;
   const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.N * s.C, plane_threads(s, s.N * s.C), [&](int64_t task, int) {
+  parallel_for(s.N * s.C, nthreads, [&](int64_t task, int) {
     const int64_t n = task / s.C, c = task % s.C;
     T* dxp = dx + task * HW;
     std::fill(dxp, dxp + HW, bias ? bias[c] : T(0));
@@ -75,9 +164,30 @@ void depthwise_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw)
   const int64_t per_group = s.K / s.groups, HW = s.H * s.W, P = s.Ho * s.Wo, RS = s.R * s.S;
   if (s.K == 0 || RS == 0) return;
   const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const int nthreads = plane_threads(s, s.K);
+  if (stride_one(s)) {
+    const FlatLayout f = input_layout(s);
+    const FlatLayout rows_of_dy{f.pitch, s.Ho, {}};
+    const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
+    AlignedBuffer<T> scratch(nthreads * per_thread);
+    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    parallel_for(s.K, nthreads, [&](int64_t k, int thread) {
+      const int64_t c = k / per_group;
+      T* xpad = scratch.data() + thread * per_thread;
+      T* dybuf = xpad + f.rows * f.pitch;
+      T* dwk = dw + k * RS;
+      std::fill(dwk, dwk + RS, T(0));
+      for (int64_t n = 0; n < s.N; ++n) {
+        pad_plane(x + (n * s.C + c) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
+        pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, 0, 0, rows_of_dy, dybuf);
+        kernels.flat_dots(s.Ho * f.pitch, dybuf, xpad, f.offsets.data(), RS, dwk);
+      }
+    });
+    return;
+  }
   std::vector<int64_t> columns;
   const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.K, plane_threads(s, s.K), [&](int64_t k, int) {
+  parallel_for(s.K, nthreads, [&](int64_t k, int) {
     const int64_t c = k / per_group;
     T* dwk = dw + k * RS;
     std::fill(dwk, dwk + RS, T(0));

@@ -102,8 +102,10 @@ const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2},
     {6, 8, &gemm_ukernel_f64_6x8_avx2},
-    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>},
-    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>},
+    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
+     &flat_correlate<float>, &flat_dots<float>},
+    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
+     &flat_correlate<double>, &flat_dots<double>},
 };
 
 }  // namespace

@@ -34,8 +34,10 @@ const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float, 6, 8>},
     {6, 4, &gemm_ukernel_baseline<double, 6, 4>},
-    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>},
-    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>},
+    {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
+     &flat_correlate<float>, &flat_dots<float>},
+    {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
+     &flat_correlate<double>, &flat_dots<double>},
 };
 
 }  // namespace

@@ -429,3 +429,43 @@ def test_conv_transpose2d_is_input_grad(isa):
                                        groups=2)
         assert ct.shape == in_shape
         assert_close(ct, gi.astype(np.float64), dt, 27)
+
+
+# ---------------------------------------------------------------------------
+# depthwise (one input channel per group): the direct kernels' flat stride-1 path, its row
+# path (other strides, padding beyond the kernel extent) and the chunk edges of both
+# ---------------------------------------------------------------------------
+def _depthwise_cases():
+    rng = np.random.default_rng(20261201)
+    cases = []
+    for width in (1, 2, 7, 8, 9, 31, 33, 63, 64, 65, 70):
+        for _ in range(2):
+            k = int(rng.choice([1, 3, 5]))
+            cases.append(dict(C=int(rng.choice([1, 2, 3])), mult=int(rng.choice([1, 2, 3])),
+                              H=int(rng.integers(1, 12)), W=width, R=k, S=int(rng.choice([k, 1, 7])),
+                              stride=int(rng.choice([1, 1, 2, 3])), pad=int(rng.integers(0, 5)),
+                              dil=int(rng.choice([1, 1, 2])), N=int(rng.choice([1, 2])),
+                              dtype=[np.float32, np.float64][int(rng.integers(2))]))
+    return cases
+
+
+@pytest.mark.parametrize("c", _depthwise_cases(), ids=lambda c: fmt(c))
+def test_depthwise_paths(isa, c):
+    rng = np.random.default_rng(7)
+    C, K, dt = c["C"], c["C"] * c["mult"], c["dtype"]
+    args = (c["stride"], c["pad"], c["dil"], C)
+    eff_h, eff_w = (c["R"] - 1) * c["dil"] + 1, (c["S"] - 1) * c["dil"] + 1
+    if c["H"] + 2 * c["pad"] < eff_h or c["W"] + 2 * c["pad"] < eff_w:
+        pytest.skip("kernel larger than the padded input")
+    x = rng.standard_normal((c["N"], C, c["H"], c["W"])).astype(dt)
+    w = rng.standard_normal((K, 1, c["R"], c["S"])).astype(dt)
+    b = rng.standard_normal(K).astype(dt)
+    y = fastconv.conv2d(x, w, b, *args)
+    red = c["R"] * c["S"]
+    assert_close(y, ref.conv2d(x, w, b, *args), dt, red, "forward")
+    dy = rng.standard_normal(y.shape).astype(dt)
+    assert_close(fastconv.conv2d_input_grad(x.shape, w, dy, *args),
+                 ref.conv2d_input_grad(x.shape, w, dy, *args), dt, red * c["mult"], "input grad")
+    assert_close(fastconv.conv2d_weight_grad(x, w.shape, dy, *args),
+                 ref.conv2d_weight_grad(x, w.shape, dy, *args), dt, y.shape[0] * y.shape[2] *
+                 y.shape[3], "weight grad")
