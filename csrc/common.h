@@ -54,4 +54,19 @@ class AlignedBuffer {
   T* data_ = nullptr;
 };
 
+// Scratch memory kept between calls, per calling thread: repeated kernel calls reuse it instead
+// of faulting in fresh pages every time. A call takes each buffer it needs from its own slot
+// (its pointer stays valid until the same thread asks for that slot again); the parallel
+// regions of the call share them. Grows to the largest request, freed when the thread exits.
+enum ScratchSlot { kScratchPackedA = 0, kScratchPackedB, kScratchColumns, kScratchPartials,
+                   kScratchSlots };
+
+void* thread_scratch_bytes(ScratchSlot slot, size_t bytes);
+
+template <typename T>
+T* thread_scratch(ScratchSlot slot, int64_t count) {
+  return static_cast<T*>(thread_scratch_bytes(slot, static_cast<size_t>(count > 0 ? count : 0) *
+                                                        sizeof(T)));
+}
+
 }  // namespace fastconv

@@ -26,7 +26,7 @@ namespace {
 // Below this many flops per thread, starting another thread costs more than it saves.
 constexpr double kMinFlopsPerThread = 2e5;
 // Bound on the input gradient's column scratch (several images are processed per pass).
-constexpr int64_t kColumnScratchBytes = 32 << 20;
+constexpr int64_t kColumnScratchBytes = 4 << 20;
 
 struct Im2col {
   int64_t H, W, Ho, Wo, R, S, sh, sw, ph, pw, dh, dw;
@@ -131,15 +131,16 @@ void col2im_plane(const Im2col& g, const T* col, T init, T* plane) {
 }
 
 // Packs each group's weights as the GEMM's A (M x K, A_g[i][k] = w[g*M*K + i*rs + k*cs]), once
-// per call for all images; returns the size of one group's packed A.
+// per call for all images, into scratch; *group_size = elements of one group's packed A.
 template <typename T>
-int64_t pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t rs, int64_t cs,
-                           const GemmBlocking& blk, int mr, AlignedBuffer<T>& packed) {
+const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t rs, int64_t cs,
+                            const GemmBlocking& blk, int mr, int64_t* group_size) {
   const int64_t size = packed_a_full_size<T>(M, K, mr);
-  packed.reset(G * size);
+  T* packed = thread_scratch<T>(kScratchPackedA, G * size);
   for (int64_t g = 0; g < G; ++g)
-    pack_a_full(w + g * M * K, rs, cs, M, K, blk.kc, mr, packed.data() + g * size);
-  return size;
+    pack_a_full(w + g * M * K, rs, cs, M, K, blk.kc, mr, packed + g * size);
+  *group_size = size;
+  return packed;
 }
 
 }  // namespace
@@ -156,27 +157,27 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 
   // A = each group's weights, a Kg x CRS matrix.
   const int64_t m_pad = round_up(Kg, uk.mr);
-  AlignedBuffer<T> a_packed;
-  const int64_t a_size = pack_group_weights(w, G, Kg, CRS, CRS, 1, blk, uk.mr, a_packed);
+  int64_t a_size;
+  const T* a_packed = pack_group_weights(w, G, Kg, CRS, CRS, 1, blk, uk.mr, &a_size);
 
   const int64_t col_blocks = ceil_div(P, blk.nc);
   const int64_t tasks = s.N * G * col_blocks;
   const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, tasks);
   const int64_t b_size = gemm_b_block_size(uk, blk);
-  AlignedBuffer<T> b_scratch(nthreads * b_size);
+  T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
 
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
     const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, n = task / (col_blocks * G);
     const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
     const T* xg = x + (n * s.C + g * Cg) * HW;
-    const T* ag = a_packed.data() + g * a_size;
+    const T* ag = a_packed + g * a_size;
     T* yg = y + (n * s.K + g * Kg) * P;
     gemm(
         uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
         [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
           pack_im2col(geo, xg, pc, kc, p0 + jc, ncb, uk.nr, dst);
         },
-        yg + p0, P, false, b_scratch.data() + thread * b_size);
+        yg + p0, P, false, b_scratch + thread * b_size);
     if (bias) {
       for (int64_t m = 0; m < Kg; ++m) {
         const T b = bias[g * Kg + m];
@@ -199,20 +200,20 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
 
   // A = each group's weights transposed: A[q][k] = w[g*Kg + k][q], a CRS x Kg matrix.
   const int64_t m_pad = round_up(CRS, uk.mr);
-  AlignedBuffer<T> a_packed;
-  const int64_t a_size = pack_group_weights(w, G, CRS, Kg, 1, CRS, blk, uk.mr, a_packed);
+  int64_t a_size;
+  const T* a_packed = pack_group_weights(w, G, CRS, Kg, 1, CRS, blk, uk.mr, &a_size);
 
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
   const int64_t chunk = std::clamp<int64_t>(
       kColumnScratchBytes / std::max<int64_t>(1, per_image * static_cast<int64_t>(sizeof(T))), 1,
       s.N);
-  AlignedBuffer<T> dcol(chunk * per_image);
+  T* dcol = thread_scratch<T>(kScratchColumns, chunk * per_image);
   const int64_t col_blocks = ceil_div(P, blk.nc);
   const int gemm_threads =
       threads_for(2.0 * chunk * s.K * P * CRS, kMinFlopsPerThread, chunk * G * col_blocks);
   const int col2im_threads = threads_for(double(chunk) * s.C * RS * P, kMinFlopsPerThread, chunk * s.C);
   const int64_t b_size = gemm_b_block_size(uk, blk);
-  AlignedBuffer<T> b_scratch(gemm_threads * b_size);
+  T* b_scratch = thread_scratch<T>(kScratchPackedB, gemm_threads * b_size);
 
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.N - n0);
@@ -220,18 +221,18 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
       const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, nl = task / (col_blocks * G);
       const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
       const T* dyg = dy + ((n0 + nl) * s.K + g * Kg) * P;
-      const T* ag = a_packed.data() + g * a_size;
-      T* colg = dcol.data() + (nl * G + g) * CRS * P;
+      const T* ag = a_packed + g * a_size;
+      T* colg = dcol + (nl * G + g) * CRS * P;
       gemm(
           uk, blk, CRS, nc, Kg, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
           [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
             pack_b_strided(dyg, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
           },
-          colg + p0, P, false, b_scratch.data() + thread * b_size);
+          colg + p0, P, false, b_scratch + thread * b_size);
     });
     parallel_for(nb * s.C, col2im_threads, [&](int64_t task, int) {
       const int64_t nl = task / s.C, c = task % s.C, g = c / Cg, cl = c % Cg;
-      const T* col = dcol.data() + ((nl * G + g) * CRS + cl * RS) * P;
+      const T* col = dcol + ((nl * G + g) * CRS + cl * RS) * P;
       col2im_plane(geo, col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW);
     });
   }
@@ -257,15 +258,16 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, G * L);
   const int64_t splits = std::min<int64_t>(G >= nthreads ? 1 : ceil_div(nthreads, G), L);
   const int64_t tasks = G * splits;
-  AlignedBuffer<T> partial(splits > 1 ? tasks * group_size : 0);
+  T* partial = thread_scratch<T>(kScratchPartials, splits > 1 ? tasks * group_size : 0);
   const int64_t a_size = round_up(Kg, uk.mr) * blk.kc;
   const int64_t b_size = gemm_b_block_size(uk, blk);
-  AlignedBuffer<T> a_scratch(nthreads * a_size), b_scratch(nthreads * b_size);
+  T* a_scratch = thread_scratch<T>(kScratchPackedA, nthreads * a_size);
+  T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
 
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
     const int64_t g = task / splits, split = task % splits;
-    T* out = splits > 1 ? partial.data() + task * group_size : dw + g * group_size;
-    T* abuf = a_scratch.data() + thread * a_size;
+    T* out = splits > 1 ? partial + task * group_size : dw + g * group_size;
+    T* abuf = a_scratch + thread * a_size;
     const int64_t q_end = L * (split + 1) / splits;
     bool first = true;
     for (int64_t q = L * split / splits; q < q_end;) {
@@ -281,7 +283,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
           [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
             pack_im2col_transposed(geo, xg, p0 + pc, kc, jc, ncb, uk.nr, dst);
           },
-          out, CRS, !first, b_scratch.data() + thread * b_size);
+          out, CRS, !first, b_scratch + thread * b_size);
       first = false;
       q += len;
     }
@@ -296,9 +298,9 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
                  [&](int64_t b, int) {
                    for (int64_t i = b * block; i < std::min(total, (b + 1) * block); ++i) {
                      const int64_t g = i / group_size, e = i % group_size;
-                     T sum = partial.data()[(g * splits) * group_size + e];
+                     T sum = partial[(g * splits) * group_size + e];
                      for (int64_t sp = 1; sp < splits; ++sp)
-                       sum += partial.data()[(g * splits + sp) * group_size + e];
+                       sum += partial[(g * splits + sp) * group_size + e];
                      dw[i] = sum;
                    }
                  });

@@ -101,11 +101,11 @@ void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bi
   if (stride_one(s)) {
     const FlatLayout f = input_layout(s);
     const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
-    AlignedBuffer<T> scratch(nthreads * per_thread);
-    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
+    std::fill(scratch, scratch + nthreads * per_thread, T(0));
     parallel_for(s.N * s.K, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
-      T* xpad = scratch.data() + thread * per_thread;
+      T* xpad = scratch + thread * per_thread;
       T* ybuf = xpad + f.rows * f.pitch;
       pad_plane(x + (n * s.C + c) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
       std::fill(ybuf, ybuf + s.Ho * f.pitch, bias ? bias[k] : T(0));
@@ -133,11 +133,11 @@ void depthwise_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T
   if (stride_one(s) && grad_top(s) >= 0 && grad_left(s) >= 0) {
     const FlatLayout f = grad_layout(s);
     const int64_t per_thread = (f.rows + s.H) * f.pitch;
-    AlignedBuffer<T> scratch(nthreads * per_thread);
-    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
+    std::fill(scratch, scratch + nthreads * per_thread, T(0));
     parallel_for(s.N * s.C, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.C, c = task % s.C;
-      T* dypad = scratch.data() + thread * per_thread;
+      T* dypad = scratch + thread * per_thread;
       T* dxbuf = dypad + f.rows * f.pitch;
       std::fill(dxbuf, dxbuf + s.H * f.pitch, bias ? bias[c] : T(0));
       for (int64_t k = c * per_group; k < (c + 1) * per_group; ++k) {
@@ -169,11 +169,11 @@ void depthwise_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw)
     const FlatLayout f = input_layout(s);
     const FlatLayout rows_of_dy{f.pitch, s.Ho, {}};
     const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
-    AlignedBuffer<T> scratch(nthreads * per_thread);
-    std::fill(scratch.data(), scratch.data() + nthreads * per_thread, T(0));
+    T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
+    std::fill(scratch, scratch + nthreads * per_thread, T(0));
     parallel_for(s.K, nthreads, [&](int64_t k, int thread) {
       const int64_t c = k / per_group;
-      T* xpad = scratch.data() + thread * per_thread;
+      T* xpad = scratch + thread * per_thread;
       T* dybuf = xpad + f.rows * f.pitch;
       T* dwk = dw + k * RS;
       std::fill(dwk, dwk + RS, T(0));

@@ -28,11 +28,12 @@ void matmul(const MatmulShape& s, const T* a, const T* b, T* c) {
   const int nthreads = threads_for(2.0 * s.M * s.N * s.K, kMinFlopsPerThread, tasks);
   const int64_t a_size = round_up(kRowBlock, uk.mr) * blk.kc;
   const int64_t b_size = gemm_b_block_size(uk, blk);
-  AlignedBuffer<T> a_scratch(nthreads * a_size), b_scratch(nthreads * b_size);
+  T* a_scratch = thread_scratch<T>(kScratchPackedA, nthreads * a_size);
+  T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
     const int64_t i0 = (task / col_blocks) * kRowBlock, j0 = (task % col_blocks) * blk.nc;
     const int64_t rows = std::min(kRowBlock, s.M - i0), cols = std::min(blk.nc, s.N - j0);
-    T* abuf = a_scratch.data() + thread * a_size;
+    T* abuf = a_scratch + thread * a_size;
     const T* a_rows = a + i0 * s.a_row;
     gemm(
         uk, blk, rows, cols, s.K,
@@ -43,7 +44,7 @@ void matmul(const MatmulShape& s, const T* a, const T* b, T* c) {
         [&](int64_t pc, int64_t kc, int64_t jc, int64_t nc, T* dst) {
           pack_b_strided(b, s.b_row, s.b_col, pc, kc, j0 + jc, nc, uk.nr, dst);
         },
-        c + i0 * s.N + j0, s.N, false, b_scratch.data() + thread * b_size);
+        c + i0 * s.N + j0, s.N, false, b_scratch + thread * b_size);
   });
 }
 
