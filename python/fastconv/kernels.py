@@ -118,6 +118,26 @@ def _contiguous(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _output(out, shape, dtype, inputs) -> np.ndarray:
+    """The array to write the result into: a fresh one, or `out` once it is checked to be a
+    C-contiguous, writeable ndarray of exactly `shape` and `dtype` sharing no memory with the
+    inputs (kernels overwrite it; reusing it between calls avoids page faults on fresh memory)."""
+    shape = tuple(shape)
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {np.dtype(dtype)}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out: must be a C-contiguous, writeable array")
+    if any(a is not None and np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out: must not share memory with an input")
+    return out
+
+
 def _bias(bias, input_: np.ndarray, length: int) -> np.ndarray | None:
     if bias is None:
         return None
@@ -195,11 +215,11 @@ class _ConvGeometry:
         return self.stride, self.pad_begin, self.dilation, self.groups
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, out=None):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
     input (N, C, H, W) or (C, H, W); weight (K, C/groups, R, S); bias (K,) or None.
-    padding: int, pair, 'valid' or 'same' (stride 1 only).
+    padding: int, pair, 'valid' or 'same' (stride 1 only). out: optional array to write into.
     """
     x = _float_array(input, "input")
     w = _float_array(weight, "weight")
@@ -208,13 +228,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _ndim(w, "weight", (4,), "4-D (K, C/groups, R, S)")
     geometry = _ConvGeometry(x4.shape, w.shape, stride, padding, dilation, groups)
     b = _bias(bias, x, w.shape[0])
-    out = np.empty(geometry.output_shape, dtype=x.dtype)
-    _core.conv2d_forward(_contiguous(x4), _contiguous(w), b, out, *geometry.core_args())
-    return out[0] if unbatched else out
+    shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
+    out = _output(out, shape, x.dtype, (x, w, b))
+    _core.conv2d_forward(_contiguous(x4), _contiguous(w), b, out[None] if unbatched else out,
+                         *geometry.core_args())
+    return out
 
 
 def conv2d_input_grad(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
-                      groups=1):
+                      groups=1, out=None):
     """Gradient of conv2d with respect to its input, as ``torch.nn.grad.conv2d_input``."""
     input_shape = _shape(input_shape, "input_shape", 4)
     _check_image_shape(input_shape, "input_shape")
@@ -228,13 +250,13 @@ def conv2d_input_grad(input_shape, weight, grad_output, stride=1, padding=0, dil
     if dy.shape != geometry.output_shape:
         raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
                          f"for input_shape {input_shape}), got {dy.shape}")
-    out = np.empty(input_shape, dtype=w.dtype)
+    out = _output(out, input_shape, w.dtype, (w, dy))
     _core.conv2d_input_grad(_contiguous(w), _contiguous(dy), None, out, *geometry.core_args())
     return out
 
 
 def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
-                       groups=1):
+                       groups=1, out=None):
     """Gradient of conv2d with respect to its weight, as ``torch.nn.grad.conv2d_weight``."""
     x = _float_array(input, "input")
     weight_shape = _shape(weight_shape, "weight_shape", 4)
@@ -248,13 +270,13 @@ def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, di
     if dy.shape != geometry.output_shape:
         raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
                          f"for input {x.shape}), got {dy.shape}")
-    out = np.empty(weight_shape, dtype=x.dtype)
+    out = _output(out, weight_shape, x.dtype, (x, dy))
     _core.conv2d_weight_grad(_contiguous(x), _contiguous(dy), out, *geometry.core_args())
     return out
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+                     dilation=1, out=None):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     input (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out/groups, R, S); bias (C_out,).
@@ -291,11 +313,12 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise ValueError(f"input: output size would be {size}, which is too small "
                          f"(padding {padding} too large for input {(h, w_in)})")
     b = _bias(bias, x, c_out)
-    out = np.empty((n, c_out) + size, dtype=x.dtype)
+    shape = (c_out,) + size if unbatched else (n, c_out) + size
+    out = _output(out, shape, x.dtype, (x, w, b))
     # The transposed convolution is the input gradient of the convolution it transposes.
-    _core.conv2d_input_grad(_contiguous(w), _contiguous(x4), b, out, stride, padding, dilation,
-                            groups)
-    return out[0] if unbatched else out
+    _core.conv2d_input_grad(_contiguous(w), _contiguous(x4), b, out[None] if unbatched else out,
+                            stride, padding, dilation, groups)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +365,7 @@ def _avg_options(count_include_pad, divisor_override) -> tuple[bool, int]:
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+               return_indices=False, out=None):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     With return_indices, also returns int64 indices: the flat position h*W + w of each maximum
@@ -351,17 +374,17 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = _float_array(input, "input")
     x4, unbatched = _batched(x, "input")
     geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    out = np.empty(geometry.output_shape, dtype=x.dtype)
-    indices = np.empty(geometry.output_shape, dtype=np.int64) if return_indices else None
-    _core.max_pool2d_forward(_contiguous(x4), out, indices, geometry.kernel, geometry.stride,
-                             geometry.padding, geometry.dilation)
-    if unbatched:
-        out = out[0]
-        indices = indices[0] if return_indices else None
+    shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
+    out = _output(out, shape, x.dtype, (x,))
+    indices = np.empty(shape, dtype=np.int64) if return_indices else None
+    _core.max_pool2d_forward(_contiguous(x4), out[None] if unbatched else out,
+                             None if indices is None else (indices[None] if unbatched else indices),
+                             geometry.kernel, geometry.stride, geometry.padding,
+                             geometry.dilation)
     return (out, indices) if return_indices else out
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(grad_output, indices, input_shape, out=None):
     """Gradient of max_pool2d with respect to its input, given the indices it returned."""
     dy = _float_array(grad_output, "grad_output")
     dy4, unbatched = _batched(dy, "grad_output")
@@ -378,26 +401,28 @@ def max_pool2d_backward(grad_output, indices, input_shape):
         raise ValueError(f"input_shape: batch and channels {input_shape[:-2]} differ from "
                          f"grad_output's {dy.shape[:-2]}")
     indices4 = np.ascontiguousarray(indices.reshape(dy4.shape), dtype=np.int64)
-    out = np.empty(input4, dtype=dy.dtype)
-    _core.max_pool2d_backward(_contiguous(dy4), indices4, out)
-    return out[0] if unbatched else out
+    out = _output(out, input_shape, dy.dtype, (dy, indices))
+    _core.max_pool2d_backward(_contiguous(dy4), indices4, out[None] if unbatched else out)
+    return out
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+               count_include_pad=True, divisor_override=None, out=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``."""
     x = _float_array(input, "input")
     x4, unbatched = _batched(x, "input")
     geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode)
     include_pad, divisor = _avg_options(count_include_pad, divisor_override)
-    out = np.empty(geometry.output_shape, dtype=x.dtype)
-    _core.avg_pool2d_forward(_contiguous(x4), out, geometry.kernel, geometry.stride,
-                             geometry.padding, include_pad, divisor)
-    return out[0] if unbatched else out
+    shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
+    out = _output(out, shape, x.dtype, (x,))
+    _core.avg_pool2d_forward(_contiguous(x4), out[None] if unbatched else out, geometry.kernel,
+                             geometry.stride, geometry.padding, include_pad, divisor)
+    return out
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None,
+                        out=None):
     """Gradient of avg_pool2d with respect to its input."""
     dy = _float_array(grad_output, "grad_output")
     dy4, unbatched = _batched(dy, "grad_output")
@@ -411,17 +436,18 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         expected = geometry.output_shape[1:] if unbatched else geometry.output_shape
         raise ValueError(f"grad_output: expected shape {expected} (the avg_pool2d output for "
                          f"input_shape {input_shape}), got {dy.shape}")
-    out = np.empty(input4, dtype=dy.dtype)
-    _core.avg_pool2d_backward(_contiguous(dy4), out, geometry.kernel, geometry.stride,
-                              geometry.padding, include_pad, divisor)
-    return out[0] if unbatched else out
+    out = _output(out, input_shape, dy.dtype, (dy,))
+    _core.avg_pool2d_backward(_contiguous(dy4), out[None] if unbatched else out,
+                              geometry.kernel, geometry.stride, geometry.padding, include_pad,
+                              divisor)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Dense products
 # ----------------------------------------------------------------------------------------------
 
-def matmul(a, b, transpose_a=False, transpose_b=False):
+def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
     """op(a) @ op(b) for 2-D float arrays, op transposing when asked, on fastconv's threads.
 
     Linear layers use it so that their work shares the convolutions' thread pool instead of
@@ -436,6 +462,6 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     k_b, n = b.shape[::-1] if transpose_b else b.shape
     if k != k_b:
         raise ValueError(f"b: inner dimensions differ: op(a) is {(m, k)}, op(b) is {(k_b, n)}")
-    out = np.empty((m, n), dtype=a.dtype)
+    out = _output(out, (m, n), a.dtype, (a, b))
     _core.matmul(_contiguous(a), _contiguous(b), out, bool(transpose_a), bool(transpose_b))
     return out
