@@ -1,4 +1,4 @@
-"""Benchmark fastconv's conv2d and max_pool2d kernels against PyTorch, in the same run.
+"""Benchmark fastconv's conv2d, max_pool2d and avg_pool2d kernels against PyTorch, in the same run.
 
     python bench/run.py [--threads 2] [--dtype float32] [--filter resnet] [--json out.json]
 
@@ -114,6 +114,25 @@ def pool_functions(case, rng, torch):
     return passes, nbytes
 
 
+def avg_pool_functions(case, rng, torch):
+    x = rng.standard_normal(case["input"]).astype(case["dtype"])
+    args = (case["kernel"], case["stride"], case["padding"])
+    y = fastconv.avg_pool2d(x, *args)
+    dy = rng.standard_normal(y.shape).astype(case["dtype"])
+    passes = {
+        "forward": {"fastconv": lambda: fastconv.avg_pool2d(x, *args)},
+        "backward": {"fastconv": lambda: fastconv.avg_pool2d_backward(dy, x.shape, *args)},
+    }
+    if torch is not None:
+        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+        passes["forward"]["torch"] = lambda: torch.nn.functional.avg_pool2d(xt, *args)
+        passes["backward"]["torch"] = lambda: torch.ops.aten.avg_pool2d_backward(
+            dyt, xt, [case["kernel"]] * 2, [case["stride"]] * 2, [case["padding"]] * 2, False,
+            True, None)
+    nbytes = {"forward": x.nbytes + y.nbytes, "backward": dy.nbytes + x.nbytes}
+    return passes, nbytes
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=fastconv.get_num_threads())
@@ -154,10 +173,11 @@ def main(argv=None):
         for case in pool_cases(dtype):
             if args.filter not in case["name"]:
                 continue
-            passes, nbytes = pool_functions(case, rng, torch)
-            for pass_name, functions in passes.items():
-                results.append(_report(case["name"], "max_pool", pass_name,
-                                       time_interleaved(functions), nbytes=nbytes[pass_name]))
+            for op, make in (("max_pool", pool_functions), ("avg_pool", avg_pool_functions)):
+                passes, nbytes = make(case, rng, torch)
+                for pass_name, functions in passes.items():
+                    results.append(_report(case["name"], op, pass_name,
+                                           time_interleaved(functions), nbytes=nbytes[pass_name]))
 
     if torch is not None:
         for op, pass_name in sorted({(r["op"], r["pass"]) for r in results}):
@@ -224,7 +244,8 @@ def _report(name, op, pass_name, seconds, flops=None, nbytes=None):
     if nbytes is not None:
         row["gbytes_per_s"] = nbytes / fc / 1e9
         rate = f"{row['gbytes_per_s']:8.1f} GB/s"
-    line = f"{name:13s} {pass_name:12s} {fc * 1e3:11.3f} {rate:>12s}"
+    label = pass_name if op == "conv" else f"{op.split('_')[0]} {pass_name}"
+    line = f"{name:13s} {label:12s} {fc * 1e3:11.3f} {rate:>12s}"
     if "torch" in seconds:
         row["torch_ms"] = seconds["torch"] * 1e3
         row["ratio"] = seconds["torch"] / fc

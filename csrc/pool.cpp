@@ -1,53 +1,215 @@
-// Pooling kernels. Each task is one (n, c) plane; inside a plane the loops run over output
-// rows, then window offsets (i, j), then a contiguous run of outputs wo, so the innermost loop
-// is branch-free and vectorisable, while each output still sees its window in row-major order.
+// Pooling kernels (NCHW). Threads take tasks of (plane, block of rows), so that a batch of one
+// with few channels still spreads over the threads; every output is written by exactly one
+// task, in a fixed order, so results do not depend on the thread count.
+//
+// max / avg forward, per output row ho (window rows clipped to the image once per row):
+//   - border outputs (window hangs over the left/right edge): one output at a time, scalar.
+//   - interior outputs [wa, wb) (all kw taps inside the row): blocks of consecutive outputs,
+//     the taps (i, j) in row-major window order as the outer loops and the block's outputs as
+//     the inner, vectorised loop: running max + a small window-offset code (int32 for float)
+//     per lane, blended on "v > max || v is NaN"; the int64 index h*W + w is formed once at
+//     the end. The last block is shifted back to end at wb (it recomputes a few outputs).
+//     Stride 2 loads are deinterleaved even/odd columns. With AVX2 (float) the row kernel is
+//     pool_avx2.cpp's, else the portable template below (GCC vectorises it for the baseline).
+// avg backward is a gather: each dx row is computed once, phase by phase (dx columns
+//   q = m*sw + r), as contiguous vector sums of the scaled dy rows g = dy / divisor:
+//     acc_r[m] = 0 + sum_{ho asc} sum_{j desc, (r - j + pw) % sw == 0} g_ho[m + (r - j + pw)/sw]
+//   then interleaved into dx. The order (ho ascending, then wo ascending) is PyTorch's
+//   scatter order; g rows are padded with -0.0, which adds exactly nothing.
+// max backward: per plane, zero the dx plane (it stays in L1/L2) and scatter-add dy at the
+//   indices (arbitrary indices are allowed, so no gather formulation). This is bound by the
+//   dx write (tried: a vectorised select for disjoint 2x2 blocks, and non-temporal stores
+//   from an L2 scratch plane; neither beat it on this machine).
 #include "pool.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "common.h"
+#include "dispatch.h"
 #include "threading.h"
 
 namespace fastconv {
 namespace {
 
 constexpr double kMinOpsPerThread = 1e5;
+constexpr int kBlock = 16;  // outputs per portable interior block
 
-template <typename T, bool kIndices>
-void max_pool_plane(const Pool2dShape& s, const T* x, T* y, int64_t* indices) {
-  for (int64_t ho = 0; ho < s.Ho; ++ho) {
+// The AVX2 row kernels when the active ISA is AVX2, else null (portable kernels).
+const PoolRowKernels* active_pool_kernels() {
+#ifdef FASTCONV_HAVE_AVX2
+  if (std::strcmp(active_isa().name, "avx2") == 0) return &pool_row_kernels_avx2();
+#endif
+  return nullptr;
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Tasks of row blocks: `blocks` per plane, rows [b*rows/blocks, (b+1)*rows/blocks).
+int64_t row_blocks(int64_t planes, int64_t rows, int nthreads) {
+  if (nthreads <= 1 || planes >= 8 * nthreads || rows <= 1) return 1;
+  return std::min<int64_t>(rows, ceil_div(8 * nthreads, std::max<int64_t>(planes, 1)));
+}
+
+template <typename Body>
+void for_row_blocks(int64_t planes, int64_t rows, int nthreads, const Body& body) {
+  const int64_t blocks = row_blocks(planes, rows, nthreads);
+  parallel_for(planes * blocks, nthreads, [&](int64_t task, int thread) {
+    const int64_t plane = task / blocks, b = task % blocks;
+    body(plane, b * rows / blocks, (b + 1) * rows / blocks, thread);
+  });
+}
+
+int pool_threads(const Pool2dShape& s, double ops_per_output, int64_t rows) {
+  return threads_for(double(s.N) * s.C * s.Ho * s.Wo * ops_per_output, kMinOpsPerThread,
+                     s.N * s.C * std::max<int64_t>(rows, 1));
+}
+
+// ------------------------------------------------------------------------------------------
+// max pooling
+// ------------------------------------------------------------------------------------------
+
+// One output with the general rule, window clipped to the image (border outputs).
+template <typename T>
+inline void max_one(const Pool2dShape& s, const T* x, int64_t ih0, int64_t i_lo, int64_t i_hi,
+                    int64_t wo, T* yo, int64_t* io) {
+  const int64_t iw0 = wo * s.stride_w - s.pad_w;
+  int64_t j_lo, j_hi;
+  inside_range(iw0, s.dil_w, s.W, s.kw, &j_lo, &j_hi);
+  const int64_t first_ih = ih0 + i_lo * s.dil_h;
+  const int64_t first_iw = iw0 >= 0 ? iw0 : iw0 + ceil_div(-iw0, s.dil_w) * s.dil_w;
+  T best = -std::numeric_limits<T>::infinity();
+  int64_t bi = first_ih * s.W + first_iw;
+  for (int64_t i = i_lo; i < i_hi; ++i) {
+    const int64_t ih = ih0 + i * s.dil_h;
+    const T* xrow = x + ih * s.W;
+    for (int64_t j = j_lo; j < j_hi; ++j) {
+      const int64_t iw = iw0 + j * s.dil_w;
+      const T v = xrow[iw];
+      if (v > best || v != v) {  // NaN wins, as in PyTorch
+        best = v;
+        bi = ih * s.W + iw;
+      }
+    }
+  }
+  *yo = best;
+  if (io) *io = bi;
+}
+
+// Portable interior row kernel (contract of PoolRowKernels::max_row_f32, any T and stride).
+// SW: the stride when known at compile time (1, 2), else 0.
+template <typename T, bool kIdx, int SW>
+void max_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                      int64_t sw_rt, int64_t c0, int64_t count, T* y, int64_t* idx,
+                      int64_t idx_base) {
+  using Code = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  const int64_t sw = SW ? SW : sw_rt;
+  if (count < kBlock) {
+    for (int64_t l = 0; l < count; ++l) {
+      const T* p = xr + c0 + l * sw;
+      T best = p[0];
+      int64_t code = 0;
+      for (int64_t i = 0; i < nrows; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const T v = p[i * rstep + j * dw];
+          if (v > best || v != v) {
+            best = v;
+            code = i * rstep + j * dw;
+          }
+        }
+      y[l] = best;
+      if (kIdx) idx[l] = idx_base + l * sw + code;
+    }
+    return;
+  }
+  for (int64_t l0 = 0; l0 < count; l0 += kBlock) {
+    if (l0 + kBlock > count) l0 = count - kBlock;  // last block shifted back
+    const T* p = xr + c0 + l0 * sw;
+    T cur[kBlock];
+    Code code[kBlock];
+    for (int l = 0; l < kBlock; ++l) {
+      cur[l] = p[l * sw];
+      code[l] = 0;
+    }
+    for (int64_t i = 0; i < nrows; ++i)
+      for (int64_t j = 0; j < kw; ++j) {
+        if (i == 0 && j == 0) continue;
+        const int64_t off = i * rstep + j * dw;
+        const T* q = p + off;
+        const Code c = static_cast<Code>(off);
+        for (int l = 0; l < kBlock; ++l) {
+          const T v = q[l * sw];
+          const bool take = (v > cur[l]) | (v != v);
+          cur[l] = take ? v : cur[l];
+          code[l] = take ? c : code[l];
+        }
+      }
+    for (int l = 0; l < kBlock; ++l) y[l0 + l] = cur[l];
+    if (kIdx)
+      for (int l = 0; l < kBlock; ++l) idx[l0 + l] = idx_base + (l0 + l) * sw + code[l];
+  }
+}
+
+template <typename T, bool kIdx>
+void max_row_interior(const PoolRowKernels* isa, const T* xr, int64_t nrows, int64_t rstep,
+                      int64_t kw, int64_t dw, int64_t sw, int64_t c0, int64_t count, T* y,
+                      int64_t* idx, int64_t idx_base) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (isa && (sw == 1 || (sw == 2 && kw >= 2))) {
+      isa->max_row_f32(xr, nrows, rstep, kw, dw, sw, c0, count, y, kIdx ? idx : nullptr,
+                       idx_base);
+      return;
+    }
+  }
+  if (sw == 1)
+    max_row_portable<T, kIdx, 1>(xr, nrows, rstep, kw, dw, 1, c0, count, y, idx, idx_base);
+  else if (sw == 2)
+    max_row_portable<T, kIdx, 2>(xr, nrows, rstep, kw, dw, 2, c0, count, y, idx, idx_base);
+  else
+    max_row_portable<T, kIdx, 0>(xr, nrows, rstep, kw, dw, sw, c0, count, y, idx, idx_base);
+}
+
+// Output rows [ho_begin, ho_end) of one plane.
+template <typename T, bool kIdx>
+void max_pool_rows(const Pool2dShape& s, const PoolRowKernels* isa, const T* x, T* y,
+                   int64_t* indices, int64_t ho_begin, int64_t ho_end) {
+  const int64_t sw = s.stride_w, pw = s.pad_w, span_w = (s.kw - 1) * s.dil_w;
+  // Interior outputs: wo*sw - pw >= 0 and wo*sw - pw + span_w <= W - 1.
+  const int64_t wa = std::min(s.Wo, ceil_div(pw, sw));
+  const int64_t last = s.W - 1 - span_w + pw;
+  const int64_t wb = std::max(wa, last < 0 ? int64_t(0) : std::min(s.Wo, last / sw + 1));
+  for (int64_t ho = ho_begin; ho < ho_end; ++ho) {
     const int64_t ih0 = ho * s.stride_h - s.pad_h;
     int64_t i_lo, i_hi;  // window rows inside the image
     inside_range(ih0, s.dil_h, s.H, s.kh, &i_lo, &i_hi);
     T* yrow = y + ho * s.Wo;
-    int64_t* irow = kIndices ? indices + ho * s.Wo : nullptr;
+    int64_t* irow = kIdx ? indices + ho * s.Wo : nullptr;
+    const int64_t nrows = i_hi - i_lo;
+    const int64_t rstep = s.dil_h * s.W;
+    // int32 window codes (float) must hold the largest offset inside the window.
+    const bool fast = nrows > 0 && wb > wa &&
+                      (sizeof(T) != 4 || nrows * rstep <= std::numeric_limits<int32_t>::max());
+    const int64_t ia = fast ? wa : s.Wo, ib = fast ? wb : s.Wo;
+    for (int64_t wo = 0; wo < ia; ++wo)
+      max_one(s, x, ih0, i_lo, i_hi, wo, yrow + wo, kIdx ? irow + wo : nullptr);
+    for (int64_t wo = ib; wo < s.Wo; ++wo)
+      max_one(s, x, ih0, i_lo, i_hi, wo, yrow + wo, kIdx ? irow + wo : nullptr);
+    if (!fast) continue;
     const int64_t first_ih = ih0 + i_lo * s.dil_h;
-    for (int64_t wo = 0; wo < s.Wo; ++wo) {
-      const int64_t iw0 = wo * s.stride_w - s.pad_w;
-      const int64_t first_iw = iw0 >= 0 ? iw0 : iw0 + ceil_div(-iw0, s.dil_w) * s.dil_w;
-      yrow[wo] = -std::numeric_limits<T>::infinity();
-      if (kIndices) irow[wo] = first_ih * s.W + first_iw;
-    }
-    for (int64_t i = i_lo; i < i_hi; ++i) {
-      const int64_t ih = ih0 + i * s.dil_h;
-      const T* xrow = x + ih * s.W;
-      for (int64_t j = 0; j < s.kw; ++j) {
-        const int64_t off = j * s.dil_w - s.pad_w;
-        int64_t lo, hi;
-        inside_range(off, s.stride_w, s.W, s.Wo, &lo, &hi);
-        for (int64_t wo = lo; wo < hi; ++wo) {
-          const int64_t iw = wo * s.stride_w + off;
-          const T v = xrow[iw];
-          const bool take = v > yrow[wo] || v != v;  // NaN wins, as in PyTorch
-          yrow[wo] = take ? v : yrow[wo];
-          if (kIndices) irow[wo] = take ? ih * s.W + iw : irow[wo];
-        }
-      }
-    }
+    const int64_t c0 = wa * sw - pw;
+    max_row_interior<T, kIdx>(isa, x + first_ih * s.W, nrows, rstep, s.kw, s.dil_w, sw, c0,
+                              wb - wa, yrow + wa, kIdx ? irow + wa : nullptr,
+                              first_ih * s.W + c0);
   }
 }
+
+// ------------------------------------------------------------------------------------------
+// average pooling
+// ------------------------------------------------------------------------------------------
 
 // Window bounds of avg pooling along one axis for output o: the clipped range [lo, hi) and the
 // size of the window clipped to the padded input (PyTorch's pool_size factor).
@@ -69,56 +231,227 @@ inline int64_t avg_divisor(const AvgWindow& hw, const AvgWindow& ww, bool count_
   return count_include_pad ? hw.padded * ww.padded : (hw.hi - hw.lo) * (ww.hi - ww.lo);
 }
 
+// Portable interior row kernel (contract of PoolRowKernels::avg_row_f32).
+template <typename T, int SW>
+void avg_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw_rt,
+                      int64_t c0, int64_t count, T divisor, T* y) {
+  const int64_t sw = SW ? SW : sw_rt;
+  if (count < kBlock) {
+    for (int64_t l = 0; l < count; ++l) {
+      const T* p = xr + c0 + l * sw;
+      T sum = T(0);
+      for (int64_t i = 0; i < nrows; ++i)
+        for (int64_t j = 0; j < kw; ++j) sum += p[i * rstep + j];
+      y[l] = sum / divisor;
+    }
+    return;
+  }
+  for (int64_t l0 = 0; l0 < count; l0 += kBlock) {
+    if (l0 + kBlock > count) l0 = count - kBlock;
+    const T* p = xr + c0 + l0 * sw;
+    T sum[kBlock];
+    for (int l = 0; l < kBlock; ++l) sum[l] = T(0);
+    for (int64_t i = 0; i < nrows; ++i)
+      for (int64_t j = 0; j < kw; ++j) {
+        const T* q = p + i * rstep + j;
+        for (int l = 0; l < kBlock; ++l) sum[l] += q[l * sw];
+      }
+    for (int l = 0; l < kBlock; ++l) y[l0 + l] = sum[l] / divisor;
+  }
+}
+
 template <typename T>
-void avg_pool_plane(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,
-                    const T* x, T* y) {
-  for (int64_t ho = 0; ho < s.Ho; ++ho) {
+void avg_pool_rows(const Pool2dShape& s, const PoolRowKernels* isa, bool count_include_pad,
+                   int64_t divisor_override, const T* x, T* y, int64_t ho_begin, int64_t ho_end) {
+  const int64_t sw = s.stride_w, pw = s.pad_w, kw = s.kw;
+  const int64_t wa = std::min(s.Wo, ceil_div(pw, sw));
+  const int64_t last = s.W - kw + pw;  // wo*sw - pw + kw <= W
+  const int64_t wb = std::max(wa, last < 0 ? int64_t(0) : std::min(s.Wo, last / sw + 1));
+  for (int64_t ho = ho_begin; ho < ho_end; ++ho) {
     const AvgWindow hw = avg_window(ho, s.stride_h, s.pad_h, s.kh, s.H);
     T* yrow = y + ho * s.Wo;
-    std::fill(yrow, yrow + s.Wo, T(0));
-    for (int64_t ih = hw.lo; ih < hw.hi; ++ih) {
-      const T* xrow = x + ih * s.W;
-      for (int64_t j = 0; j < s.kw; ++j) {
-        const int64_t off = j - s.pad_w;
-        int64_t lo, hi;
-        inside_range(off, s.stride_w, s.W, s.Wo, &lo, &hi);
-        for (int64_t wo = lo; wo < hi; ++wo) yrow[wo] += xrow[wo * s.stride_w + off];
+    const bool fast = hw.hi > hw.lo && wb > wa;
+    const int64_t ia = fast ? wa : s.Wo, ib = fast ? wb : s.Wo;
+    auto border = [&](int64_t wo) {
+      const AvgWindow ww = avg_window(wo, sw, pw, kw, s.W);
+      const int64_t div = avg_divisor(hw, ww, count_include_pad, divisor_override);
+      T sum = T(0);
+      for (int64_t ih = hw.lo; ih < hw.hi; ++ih)
+        for (int64_t iw = ww.lo; iw < ww.hi; ++iw) sum += x[ih * s.W + iw];
+      yrow[wo] = div ? sum / static_cast<T>(div) : T(0);
+    };
+    for (int64_t wo = 0; wo < ia; ++wo) border(wo);
+    for (int64_t wo = ib; wo < s.Wo; ++wo) border(wo);
+    if (!fast) continue;
+    const int64_t div = avg_divisor(hw, AvgWindow{0, kw, kw}, count_include_pad,
+                                    divisor_override);
+    const T divisor = static_cast<T>(div);
+    const T* xr = x + hw.lo * s.W;
+    const int64_t nrows = hw.hi - hw.lo, c0 = wa * sw - pw, count = wb - wa;
+    if constexpr (std::is_same_v<T, float>) {
+      if (isa && (sw == 1 || (sw == 2 && kw >= 2))) {
+        isa->avg_row_f32(xr, nrows, s.W, kw, sw, c0, count, divisor, yrow + wa);
+        continue;
       }
     }
-    for (int64_t wo = 0; wo < s.Wo; ++wo) {
-      const AvgWindow ww = avg_window(wo, s.stride_w, s.pad_w, s.kw, s.W);
-      const int64_t div = avg_divisor(hw, ww, count_include_pad, divisor_override);
-      yrow[wo] = div ? yrow[wo] / static_cast<T>(div) : T(0);
-    }
+    if (sw == 1)
+      avg_row_portable<T, 1>(xr, nrows, s.W, kw, 1, c0, count, divisor, yrow + wa);
+    else if (sw == 2)
+      avg_row_portable<T, 2>(xr, nrows, s.W, kw, 2, c0, count, divisor, yrow + wa);
+    else
+      avg_row_portable<T, 0>(xr, nrows, s.W, kw, sw, c0, count, divisor, yrow + wa);
   }
 }
 
-// grow: scratch of Wo elements.
+// Layout of the avg backward scratch of one thread: `slots` scaled dy rows of `gw` elements
+// (g_ho[wo] at [left + wo], -0.0 around), then two phase accumulators of `acc` elements.
+struct AvgBackwardScratch {
+  int64_t left, gw, slots, acc;
+  int64_t size() const { return slots * gw + 2 * acc; }
+};
+
+AvgBackwardScratch avg_backward_scratch(const Pool2dShape& s, int64_t block_rows) {
+  AvgBackwardScratch a;
+  a.left = s.kw + 1;
+  const int64_t phase_len = ceil_div(s.W, s.stride_w);
+  a.gw = a.left + std::max(s.Wo, phase_len + s.pad_w + 2) + 2;
+  a.slots = (block_rows + s.kh) / s.stride_h + 2;
+  a.acc = phase_len + 1;
+  return a;
+}
+
+// The divisor of avg pooling as a product hf(ho) * wf[wo] of exact small integers in T (0: empty
+// window); `exact` is false when the product might round, then avg_divisor is used per output.
 template <typename T>
-void avg_pool_backward_plane(const Pool2dShape& s, bool count_include_pad,
-                             int64_t divisor_override, const T* dy, T* dx, T* grow) {
-  std::fill(dx, dx + s.H * s.W, T(0));
-  for (int64_t ho = 0; ho < s.Ho; ++ho) {
-    const AvgWindow hw = avg_window(ho, s.stride_h, s.pad_h, s.kh, s.H);
-    for (int64_t wo = 0; wo < s.Wo; ++wo) {
-      const AvgWindow ww = avg_window(wo, s.stride_w, s.pad_w, s.kw, s.W);
-      const int64_t div = avg_divisor(hw, ww, count_include_pad, divisor_override);
-      grow[wo] = div ? dy[ho * s.Wo + wo] / static_cast<T>(div) : T(0);
+struct AvgFactors {
+  bool exact;
+  std::vector<T> wf;
+};
+
+template <typename T>
+AvgFactors<T> avg_factors(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override) {
+  AvgFactors<T> f;
+  f.exact = divisor_override > 0 ||
+            double(s.kh) * double(s.kw) < double(int64_t(1) << std::numeric_limits<T>::digits);
+  f.wf.resize(std::max<int64_t>(s.Wo, 1));
+  for (int64_t wo = 0; wo < s.Wo; ++wo) {
+    const AvgWindow ww = avg_window(wo, s.stride_w, s.pad_w, s.kw, s.W);
+    f.wf[wo] = ww.hi <= ww.lo ? T(0)
+               : divisor_override > 0 ? T(1)
+               : T(count_include_pad ? ww.padded : ww.hi - ww.lo);
+  }
+  return f;
+}
+
+template <typename T>
+T avg_hfactor(const AvgWindow& hw, bool count_include_pad, int64_t divisor_override) {
+  if (hw.hi <= hw.lo) return T(0);
+  if (divisor_override > 0) return static_cast<T>(divisor_override);
+  return T(count_include_pad ? hw.padded : hw.hi - hw.lo);
+}
+
+// The output rows whose windows (clipped to the image) contain input row ih: [*lo, *hi).
+inline void rows_covering(const Pool2dShape& s, int64_t ih, int64_t* lo, int64_t* hi) {
+  const int64_t a = -floor_div(-(ih + s.pad_h - s.kh + 1), s.stride_h);  // ceil
+  const int64_t b = floor_div(ih + s.pad_h, s.stride_h) + 1;
+  *lo = std::max<int64_t>(a, 0);
+  *hi = std::max(*lo, std::min(b, s.Ho));
+}
+
+// acc[m] = 0 + sum over the output rows [a, b), taps j descending, of g_ho[m + (r - j + pw)/sw]
+// for the taps with (r - j + pw) % sw == 0: phase r of one dx row.
+template <typename T>
+inline void avg_backward_phase(const Pool2dShape& s, const AvgBackwardScratch& L, int64_t sw,
+                               int64_t r, int64_t m_count, const T* grows, int64_t ho_first,
+                               int64_t a, int64_t b, T* acc) {
+  for (int64_t m = 0; m < m_count; ++m) acc[m] = T(0);
+  for (int64_t ho = a; ho < b; ++ho) {
+    const T* g = grows + (ho - ho_first) * L.gw + L.left;
+    for (int64_t j = s.kw - 1; j >= 0; --j) {
+      const int64_t t = r - j + s.pad_w;
+      if (t % sw != 0) continue;
+      const T* gd = g + t / sw;
+      for (int64_t m = 0; m < m_count; ++m) acc[m] += gd[m];
     }
-    for (int64_t ih = hw.lo; ih < hw.hi; ++ih) {
-      T* dxrow = dx + ih * s.W;
-      for (int64_t j = 0; j < s.kw; ++j) {
-        const int64_t off = j - s.pad_w;
-        int64_t lo, hi;
-        inside_range(off, s.stride_w, s.W, s.Wo, &lo, &hi);
-        for (int64_t wo = lo; wo < hi; ++wo) dxrow[wo * s.stride_w + off] += grow[wo];
+  }
+}
+
+// dx rows [r0, r1) of one plane.
+template <typename T, int SW>
+void avg_backward_rows(const Pool2dShape& s, const AvgBackwardScratch& L, const AvgFactors<T>& f,
+                       bool count_include_pad, int64_t divisor_override, const T* dy, T* dx,
+                       int64_t r0, int64_t r1, T* scratch) {
+  const int64_t sw = SW ? SW : s.stride_w, pw = s.pad_w, kw = s.kw, W = s.W;
+  int64_t ho_first, ho_end, unused;
+  rows_covering(s, r0, &ho_first, &unused);
+  rows_covering(s, r1 - 1, &unused, &ho_end);
+  if (ho_end < ho_first) ho_end = ho_first;
+  // Scaled dy rows.
+  for (int64_t ho = ho_first; ho < ho_end; ++ho) {
+    T* g = scratch + (ho - ho_first) * L.gw;
+    std::fill(g, g + L.left, T(-0.0));
+    std::fill(g + L.left + s.Wo, g + L.gw, T(-0.0));
+    g += L.left;
+    const AvgWindow hw = avg_window(ho, s.stride_h, s.pad_h, s.kh, s.H);
+    const T* dyrow = dy + ho * s.Wo;
+    if (f.exact) {
+      const T hf = avg_hfactor<T>(hw, count_include_pad, divisor_override);
+      const T* wf = f.wf.data();
+      for (int64_t wo = 0; wo < s.Wo; ++wo) {
+        const T d = hf * wf[wo];
+        g[wo] = d != T(0) ? dyrow[wo] / d : T(0);
+      }
+    } else {
+      for (int64_t wo = 0; wo < s.Wo; ++wo) {
+        const AvgWindow ww = avg_window(wo, sw, pw, kw, W);
+        const int64_t div = avg_divisor(hw, ww, count_include_pad, divisor_override);
+        g[wo] = div ? dyrow[wo] / static_cast<T>(div) : T(0);
+      }
+    }
+  }
+  T* acc0 = scratch + L.slots * L.gw;
+  T* acc1 = acc0 + L.acc;
+  for (int64_t ih = r0; ih < r1; ++ih) {
+    T* dxrow = dx + ih * W;
+    int64_t a, b;
+    rows_covering(s, ih, &a, &b);
+    if (a >= b) {
+      std::fill(dxrow, dxrow + W, T(0));
+    } else if (sw == 1) {
+      avg_backward_phase(s, L, 1, 0, W, scratch, ho_first, a, b, dxrow);
+    } else if (sw == 2) {
+      const int64_t m0 = (W + 1) / 2, m1 = W / 2;
+      avg_backward_phase(s, L, 2, 0, m0, scratch, ho_first, a, b, acc0);
+      avg_backward_phase(s, L, 2, 1, m1, scratch, ho_first, a, b, acc1);
+      for (int64_t m = 0; m < m1; ++m) {
+        dxrow[2 * m] = acc0[m];
+        dxrow[2 * m + 1] = acc1[m];
+      }
+      if (m0 > m1) dxrow[W - 1] = acc0[m1];
+    } else {
+      for (int64_t r = 0; r < sw && r < W; ++r) {
+        const int64_t m_count = ceil_div(W - r, sw);
+        avg_backward_phase(s, L, sw, r, m_count, scratch, ho_first, a, b, acc0);
+        for (int64_t m = 0; m < m_count; ++m) dxrow[m * sw + r] = acc0[m];
       }
     }
   }
 }
 
-int plane_threads(const Pool2dShape& s, double ops_per_output) {
-  return threads_for(double(s.N) * s.C * s.Ho * s.Wo * ops_per_output, kMinOpsPerThread, s.N * s.C);
+// ------------------------------------------------------------------------------------------
+// max pooling backward
+// ------------------------------------------------------------------------------------------
+
+// acc = 0, then acc[idx[o]] += dy[o] in output order; false if an index is outside [0, HW).
+template <typename T>
+bool max_backward_scatter(int64_t HW, int64_t P, const T* dy, const int64_t* idx, T* acc) {
+  std::fill(acc, acc + HW, T(0));
+  for (int64_t o = 0; o < P; ++o) {
+    const int64_t i = idx[o];
+    if (!inside(i, HW)) return false;
+    acc[i] += dy[o];
+  }
+  return true;
 }
 
 }  // namespace
@@ -126,11 +459,14 @@ int plane_threads(const Pool2dShape& s, double ops_per_output) {
 template <typename T>
 void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* indices) {
   const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
-  parallel_for(s.N * s.C, plane_threads(s, double(s.kh) * s.kw), [&](int64_t plane, int) {
+  const PoolRowKernels* isa = active_pool_kernels();
+  const int nthreads = pool_threads(s, double(s.kh) * s.kw, s.Ho);
+  for_row_blocks(s.N * s.C, s.Ho, nthreads, [&](int64_t plane, int64_t h0, int64_t h1, int) {
     if (indices)
-      max_pool_plane<T, true>(s, x + plane * HW, y + plane * P, indices + plane * P);
+      max_pool_rows<T, true>(s, isa, x + plane * HW, y + plane * P, indices + plane * P, h0,
+                             h1);
     else
-      max_pool_plane<T, false>(s, x + plane * HW, y + plane * P, nullptr);
+      max_pool_rows<T, false>(s, isa, x + plane * HW, y + plane * P, nullptr, h0, h1);
   });
 }
 
@@ -138,19 +474,9 @@ template <typename T>
 bool max_pool2d_backward(const Pool2dShape& s, const T* dy, const int64_t* indices, T* dx) {
   const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
   std::atomic<bool> ok{true};
-  parallel_for(s.N * s.C, plane_threads(s, 2.0), [&](int64_t plane, int) {
-    T* dxp = dx + plane * HW;
-    const T* dyp = dy + plane * P;
-    const int64_t* ip = indices + plane * P;
-    std::fill(dxp, dxp + HW, T(0));
-    for (int64_t o = 0; o < P; ++o) {
-      const int64_t i = ip[o];
-      if (!inside(i, HW)) {
-        ok.store(false, std::memory_order_relaxed);
-        return;
-      }
-      dxp[i] += dyp[o];
-    }
+  parallel_for(s.N * s.C, pool_threads(s, 2.0, 1), [&](int64_t plane, int) {
+    if (!max_backward_scatter(HW, P, dy + plane * P, indices + plane * P, dx + plane * HW))
+      ok.store(false, std::memory_order_relaxed);
   });
   return ok.load();
 }
@@ -159,20 +485,34 @@ template <typename T>
 void avg_pool2d_forward(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,
                         const T* x, T* y) {
   const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
-  parallel_for(s.N * s.C, plane_threads(s, double(s.kh) * s.kw), [&](int64_t plane, int) {
-    avg_pool_plane(s, count_include_pad, divisor_override, x + plane * HW, y + plane * P);
+  const PoolRowKernels* isa = active_pool_kernels();
+  const int nthreads = pool_threads(s, double(s.kh) * s.kw, s.Ho);
+  for_row_blocks(s.N * s.C, s.Ho, nthreads, [&](int64_t plane, int64_t h0, int64_t h1, int) {
+    avg_pool_rows(s, isa, count_include_pad, divisor_override, x + plane * HW, y + plane * P,
+                  h0, h1);
   });
 }
 
 template <typename T>
 void avg_pool2d_backward(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,
                          const T* dy, T* dx) {
-  const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
-  const int nthreads = plane_threads(s, double(s.kh) * s.kw);
-  AlignedBuffer<T> rows(nthreads * std::max<int64_t>(s.Wo, 1));
-  parallel_for(s.N * s.C, nthreads, [&](int64_t plane, int thread) {
-    avg_pool_backward_plane(s, count_include_pad, divisor_override, dy + plane * P,
-                            dx + plane * HW, rows.data() + thread * std::max<int64_t>(s.Wo, 1));
+  const int64_t HW = s.H * s.W, P = s.Ho * s.Wo, planes = s.N * s.C;
+  if (planes == 0 || HW == 0) return;
+  const int nthreads = pool_threads(s, double(s.kh) * s.kw, s.H);
+  const int64_t blocks = row_blocks(planes, s.H, nthreads);
+  const AvgBackwardScratch L = avg_backward_scratch(s, ceil_div(s.H, blocks));
+  const AvgFactors<T> f = avg_factors<T>(s, count_include_pad, divisor_override);
+  AlignedBuffer<T> scratch(nthreads * L.size());
+  for_row_blocks(planes, s.H, nthreads, [&](int64_t plane, int64_t r0, int64_t r1, int thread) {
+    T* sp = scratch.data() + thread * L.size();
+    const T* dyp = dy + plane * P;
+    T* dxp = dx + plane * HW;
+    if (s.stride_w == 1)
+      avg_backward_rows<T, 1>(s, L, f, count_include_pad, divisor_override, dyp, dxp, r0, r1, sp);
+    else if (s.stride_w == 2)
+      avg_backward_rows<T, 2>(s, L, f, count_include_pad, divisor_override, dyp, dxp, r0, r1, sp);
+    else
+      avg_backward_rows<T, 0>(s, L, f, count_include_pad, divisor_override, dyp, dxp, r0, r1, sp);
   });
 }
 

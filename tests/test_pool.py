@@ -356,3 +356,104 @@ def test_pools_unbatched(isa):
                                                            ceil_mode=True,
                                                            count_include_pad=False)[0],
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# edges of the blocked interior kernels (8-lane AVX2 / 16-output portable blocks, the shifted
+# last block, the interior/border split) and of the row-block threading
+# ---------------------------------------------------------------------------
+EDGE_GEOMS = [  # kernel, stride, padding, dilation
+    (2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 1), (2, 1, 0, 1), (4, 2, 2, 1), (5, 2, 1, 1),
+    ((3, 2), (2, 1), (1, 1), 1), (3, 2, 1, 2), (1, 2, 0, 1), (3, 3, 1, 1), ((2, 4), 2, (1, 2), 1),
+]
+EDGE_WIDTHS = [7, 8, 9, 15, 16, 17, 18, 31, 33, 34, 40]
+
+
+def _edge_cases():
+    out = []
+    for gi, (k, s, p, d) in enumerate(EDGE_GEOMS):
+        for wi, w in enumerate(EDGE_WIDTHS):
+            for ceil in (False, True):
+                out.append((k, s, p, d, w, ceil, DATA_KINDS[(gi + wi) % len(DATA_KINDS)],
+                            [np.float32, np.float64][(gi + wi + ceil) % 2]))
+    return out
+
+
+def _edge_id(c):
+    k, s, p, d, w, ceil, kind, dt = c
+    return (f"k{fmt(k)}_s{fmt(s)}_p{fmt(p)}_d{d}_W{w}_{'ceil' if ceil else 'floor'}_{kind}_"
+            f"{np.dtype(dt).name}")
+
+
+@pytest.mark.parametrize("case", _edge_cases(), ids=_edge_id)
+def test_pool_interior_edges(case, isa):
+    k, s, p, d, w, ceil, kind, dt = case
+    H = 2 * w // 3 + 3
+    kh, kw = ref.pair(k)
+    sh, sw = ref.pair(s)
+    if ref.max_pool_has_empty_window(H, w, k, s, p, d, ceil):
+        pytest.skip("window without input")
+    rng = np.random.default_rng(w * 131 + len(str(case)))
+    x = _make_data(rng, (2, 3, H, w), kind, dt)
+    args = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    want, want_idx = ref.max_pool2d(x, return_indices=True, **args)
+    got, idx = fastconv.max_pool2d(x, return_indices=True, **args)
+    np.testing.assert_array_equal(got, want.astype(dt))
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, **args), got)
+    if d != 1:
+        return
+    xa = rand(rng, x.shape, dt)
+    for cip in (True, False):
+        aargs = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip)
+        ya = fastconv.avg_pool2d(xa, **aargs)
+        assert_close(ya, ref.avg_pool2d(xa, **aargs), dt, kh * kw, _edge_id(case))
+        go = rand(rng, ya.shape, dt)
+        assert_close(fastconv.avg_pool2d_backward(go, xa.shape, **aargs),
+                     ref.avg_pool2d_backward(go, xa.shape, **aargs), dt, kh * kw,
+                     _edge_id(case))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 37, 41), (1, 2, 5, 70), (1, 1, 2, 9), (3, 1, 1, 20)],
+                         ids=str)
+def test_pool_row_blocks_thread_invariant(shape, isa):
+    """Few planes: tasks are row blocks (planes smaller than a block too); results must not
+    depend on the thread count, bit for bit."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.05] = np.nan
+    xa = rng.standard_normal(shape).astype(np.float32)
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            fastconv.set_num_threads(n)
+            m, i = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+            a = fastconv.avg_pool2d(xa, 3, 2, 1, ceil_mode=True)
+            g = fastconv.avg_pool2d_backward(a, xa.shape, 3, 2, 1, ceil_mode=True)
+            results.append((m, i, a, g))
+    finally:
+        fastconv.set_num_threads(n0)
+    wm, wi = ref.max_pool2d(x, 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(results[0][0], wm.astype(np.float32))
+    np.testing.assert_array_equal(results[0][1], wi)
+    for r in results[1:]:
+        for got, want in zip(r, results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_avg_pool_backward_matches_torch_order_exactly():
+    """avg_pool2d_backward sums each input's contributions in PyTorch's order (output row,
+    then output column, ascending), so float32 results are bit-identical to PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    for k, s, p, ceil in ((3, 2, 1, False), (3, 1, 1, False), (2, 2, 0, False),
+                          (3, 2, 1, True), (5, 3, 2, True)):
+        x = rng.standard_normal((2, 3, 23, 29)).astype(np.float32)
+        y = fastconv.avg_pool2d(x, k, s, p, ceil_mode=ceil)
+        go = rng.standard_normal(y.shape).astype(np.float32)
+        want = torch.ops.aten.avg_pool2d_backward(
+            torch.from_numpy(go), torch.from_numpy(x), [k, k], [s, s], [p, p], ceil, True,
+            None).numpy()
+        got = fastconv.avg_pool2d_backward(go, x.shape, k, s, p, ceil_mode=ceil)
+        np.testing.assert_array_equal(got, want)

@@ -1,0 +1,179 @@
+// AVX2 row kernels of the pooling interior, float (compiled with -mavx2 -mfma; reached only
+// through pool_row_kernels_avx2() once the active ISA is AVX2). Contract: PoolRowKernels in
+// pool.h. Loop order per block of 8 consecutive outputs: window taps (i rows, then j columns,
+// row-major) outer, the 8 outputs in the lanes of one ymm:
+//   stride 1: tap j is one unaligned load at column c0 + l0 + j*dw;
+//   stride 2: tap j is the even (j*dw == 0: loads at +0, +8) or odd (loads at +j*dw-1, +7)
+//     columns of two loads, one shufps; the lanes come out in the order 0 1 4 5 2 3 6 7,
+//     the same for every tap, and are put back in order once, before the store.
+// max: running max + an int32 code (the tap's offset i*rstep + j*dw) blended on
+//   "v > max || v != v" (NaN wins, the last NaN stays); the int64 index = base + code is
+//   formed once per block. avg: 0 + taps in order, then one division.
+// The last block is shifted back to end at `count` (a few outputs are computed twice, alike);
+// rows shorter than 8 outputs go to scalar code. No loads outside the taps' columns.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "pool.h"
+
+namespace fastconv {
+namespace {
+
+constexpr int kLanes = 8;
+
+// Lanes l of the result: p[l*SW] (SW 1), or p[2*l'] in lane order 0 1 4 5 2 3 6 7 (SW 2).
+// `even`: the tap's column offset is 0 (load p[0..15]); else load p[-1..14] and take odds.
+template <int SW>
+inline __m256 load_tap(const float* p, bool even) {
+  if (SW == 1) return _mm256_loadu_ps(p);
+  if (even) {
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    return _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  }
+  const __m256 a = _mm256_loadu_ps(p - 1), b = _mm256_loadu_ps(p + 7);
+  return _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+// Back to lane order 0..7 (64-bit pairs 0 2 1 3).
+template <int SW>
+inline __m256i unshuffle_epi32(__m256i v) {
+  return SW == 1 ? v : _mm256_permute4x64_epi64(v, _MM_SHUFFLE(3, 1, 2, 0));
+}
+template <int SW>
+inline __m256 unshuffle_ps(__m256 v) {
+  return _mm256_castsi256_ps(unshuffle_epi32<SW>(_mm256_castps_si256(v)));
+}
+
+// KW: the window width when fixed at compile time (2, 3), else 0 (runtime kw).
+template <int SW, int KW>
+void max_row_avx2(const float* xr, int64_t nrows, int64_t rstep, int64_t kw_rt, int64_t dw,
+                  int64_t c0, int64_t count, float* y, int64_t* idx, int64_t idx_base) {
+  const int64_t kw = KW ? KW : kw_rt;
+  const __m256i lane64_lo = _mm256_setr_epi64x(0, SW, 2 * SW, 3 * SW);
+  const __m256i lane64_hi = _mm256_setr_epi64x(4 * SW, 5 * SW, 6 * SW, 7 * SW);
+  for (int64_t l0 = 0; l0 < count; l0 += kLanes) {
+    if (l0 + kLanes > count) l0 = count - kLanes;
+    const float* p = xr + c0 + l0 * SW;
+    __m256 cur = load_tap<SW>(p, true);
+    __m256 code = _mm256_setzero_ps();  // int32 codes, as float bits for blendv
+    for (int64_t i = 0; i < nrows; ++i) {
+      const float* row = p + i * rstep;
+      for (int64_t j = 0; j < kw; ++j) {
+        if (i == 0 && j == 0) continue;
+        const int64_t off = j * dw;
+        const __m256 v = load_tap<SW>(row + off, off == 0);
+        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ),
+                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        cur = _mm256_blendv_ps(cur, v, take);
+        const __m256 c = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(i * rstep + off)));
+        code = _mm256_blendv_ps(code, c, take);
+      }
+    }
+    _mm256_storeu_ps(y + l0, unshuffle_ps<SW>(cur));
+    if (idx) {
+      const __m256i codes = unshuffle_epi32<SW>(_mm256_castps_si256(code));
+      const __m256i base = _mm256_set1_epi64x(idx_base + l0 * SW);
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0),
+                          _mm256_add_epi64(_mm256_add_epi64(base, lane64_lo), lo));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0 + 4),
+                          _mm256_add_epi64(_mm256_add_epi64(base, lane64_hi), hi));
+    }
+  }
+}
+
+void max_row_scalar(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                    int64_t sw, int64_t c0, int64_t count, float* y, int64_t* idx,
+                    int64_t idx_base) {
+  for (int64_t l = 0; l < count; ++l) {
+    const float* p = xr + c0 + l * sw;
+    float best = p[0];
+    int64_t code = 0;
+    for (int64_t i = 0; i < nrows; ++i)
+      for (int64_t j = 0; j < kw; ++j) {
+        const float v = p[i * rstep + j * dw];
+        if (v > best || v != v) {
+          best = v;
+          code = i * rstep + j * dw;
+        }
+      }
+    y[l] = best;
+    if (idx) idx[l] = idx_base + l * sw + code;
+  }
+}
+
+void max_row_f32(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                 int64_t sw, int64_t c0, int64_t count, float* y, int64_t* idx,
+                 int64_t idx_base) {
+  if (count < kLanes) {
+    max_row_scalar(xr, nrows, rstep, kw, dw, sw, c0, count, y, idx, idx_base);
+  } else if (sw == 1) {
+    if (kw == 3)
+      max_row_avx2<1, 3>(xr, nrows, rstep, 3, dw, c0, count, y, idx, idx_base);
+    else if (kw == 2)
+      max_row_avx2<1, 2>(xr, nrows, rstep, 2, dw, c0, count, y, idx, idx_base);
+    else
+      max_row_avx2<1, 0>(xr, nrows, rstep, kw, dw, c0, count, y, idx, idx_base);
+  } else {
+    if (kw == 3)
+      max_row_avx2<2, 3>(xr, nrows, rstep, 3, dw, c0, count, y, idx, idx_base);
+    else if (kw == 2)
+      max_row_avx2<2, 2>(xr, nrows, rstep, 2, dw, c0, count, y, idx, idx_base);
+    else
+      max_row_avx2<2, 0>(xr, nrows, rstep, kw, dw, c0, count, y, idx, idx_base);
+  }
+}
+
+template <int SW, int KW>
+void avg_row_avx2(const float* xr, int64_t nrows, int64_t rstep, int64_t kw_rt, int64_t c0,
+                  int64_t count, float divisor, float* y) {
+  const int64_t kw = KW ? KW : kw_rt;
+  const __m256 d = _mm256_set1_ps(divisor);
+  for (int64_t l0 = 0; l0 < count; l0 += kLanes) {
+    if (l0 + kLanes > count) l0 = count - kLanes;
+    const float* p = xr + c0 + l0 * SW;
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nrows; ++i) {
+      const float* row = p + i * rstep;
+      for (int64_t j = 0; j < kw; ++j) sum = _mm256_add_ps(sum, load_tap<SW>(row + j, j == 0));
+    }
+    _mm256_storeu_ps(y + l0, unshuffle_ps<SW>(_mm256_div_ps(sum, d)));
+  }
+}
+
+void avg_row_f32(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
+                 int64_t c0, int64_t count, float divisor, float* y) {
+  if (count < kLanes) {
+    for (int64_t l = 0; l < count; ++l) {
+      const float* p = xr + c0 + l * sw;
+      float sum = 0.0f;
+      for (int64_t i = 0; i < nrows; ++i)
+        for (int64_t j = 0; j < kw; ++j) sum += p[i * rstep + j];
+      y[l] = sum / divisor;
+    }
+  } else if (sw == 1) {
+    if (kw == 3)
+      avg_row_avx2<1, 3>(xr, nrows, rstep, 3, c0, count, divisor, y);
+    else if (kw == 2)
+      avg_row_avx2<1, 2>(xr, nrows, rstep, 2, c0, count, divisor, y);
+    else
+      avg_row_avx2<1, 0>(xr, nrows, rstep, kw, c0, count, divisor, y);
+  } else {
+    if (kw == 3)
+      avg_row_avx2<2, 3>(xr, nrows, rstep, 3, c0, count, divisor, y);
+    else if (kw == 2)
+      avg_row_avx2<2, 2>(xr, nrows, rstep, 2, c0, count, divisor, y);
+    else
+      avg_row_avx2<2, 0>(xr, nrows, rstep, kw, c0, count, divisor, y);
+  }
+}
+
+const PoolRowKernels kPoolAvx2 = {&max_row_f32, &avg_row_f32};
+
+}  // namespace
+
+const PoolRowKernels& pool_row_kernels_avx2() { return kPoolAvx2; }
+
+}  // namespace fastconv
