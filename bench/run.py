@@ -28,6 +28,28 @@ import fastconv
 HERE = Path(__file__).resolve().parent
 
 
+def measure_fma_peak(threads: int) -> dict | None:
+    """Build and run fma_peak.c (AVX2+FMA): {'f32_gflops_1', 'f32_gflops_n'}, or None when it
+    cannot be built or run here (no compiler, no AVX2)."""
+    import shutil
+    import subprocess
+    import tempfile
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "fma_peak"
+        build = subprocess.run([compiler, "-O3", "-mavx2", "-mfma", "-fopenmp",
+                                str(HERE / "fma_peak.c"), "-o", str(binary)],
+                               capture_output=True, text=True)
+        if build.returncode != 0:
+            return None
+        run = subprocess.run([str(binary), str(threads)], capture_output=True, text=True)
+        if run.returncode != 0:
+            return None
+        return json.loads(run.stdout)
+
+
 def read_suite(path: Path) -> list[list[str]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -154,9 +176,16 @@ def main(argv=None):
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     results = []
+    probe = measure_fma_peak(args.threads)
+    # The peak of this thread count in this dtype (float64: half the lanes on the same units).
+    peak = None if probe is None else probe["f32_gflops_n"] / (2 if dtype == np.float64 else 1)
+    if peak is not None:
+        print(f"measured FMA peak: {probe['f32_gflops_1']:.0f} GFLOP/s float32 on 1 thread, "
+              f"{probe['f32_gflops_n']:.0f} on {args.threads}; {args.dtype} peak here "
+              f"{peak:.0f} GFLOP/s")
     context = torch.no_grad() if torch is not None else _nullcontext()
 
-    header = f"{'shape':13s} {'pass':12s} {'fastconv ms':>11s} {'rate':>12s}"
+    header = f"{'shape':13s} {'pass':12s} {'fastconv ms':>11s} {'rate (% of peak)':>17s}"
     if torch is not None:
         header += f" {'torch ms':>9s} {'ratio':>6s}"
     print(f"fastconv {fastconv.__version__}, ISA {fastconv.get_isa()}, {args.threads} threads, "
@@ -169,7 +198,7 @@ def main(argv=None):
             passes, flops = conv_functions(case, rng, torch)
             for pass_name, functions in passes.items():
                 results.append(_report(case["name"], "conv", pass_name, time_interleaved(functions),
-                                       flops=flops))
+                                       flops=flops, peak=peak))
         for case in pool_cases(dtype):
             if args.filter not in case["name"]:
                 continue
@@ -186,7 +215,7 @@ def main(argv=None):
             print(f"geometric mean ratio, {op} {pass_name}: {geomean:.2f} over {len(ratios)} shapes")
     meta = dict(fastconv=fastconv.__version__, isa=fastconv.get_isa(), threads=args.threads,
                 dtype=args.dtype, torch=getattr(torch, "__version__", None), cpu=cpu_name(),
-                cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"),
+                cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"), fma_peak=probe,
                 python=sys.version.split()[0])
     if args.json:
         Path(args.json).write_text(json.dumps(dict(meta=meta, results=results), indent=1))
@@ -209,7 +238,10 @@ def markdown_table(meta, results) -> str:
     lines = [f"Measured {meta['date']} on {meta['cpu']} ({meta['cpus']} CPUs), "
              f"{meta['threads']} threads, {meta['dtype']}, ISA {meta['isa']}, "
              f"PyTorch {meta['torch']}: median ms, fastconv / PyTorch (ratio = PyTorch time / "
-             f"fastconv time)."]
+             f"fastconv time)" + (f", and fastconv's % of the measured FMA peak "
+                                  f"({meta['fma_peak']['f32_gflops_n']:.0f} GFLOP/s float32 on "
+                                  f"{meta['threads']} threads)" if meta.get("fma_peak") else "")
+             + "."]
     for op in dict.fromkeys(r["op"] for r in results):
         rows = [r for r in results if r["op"] == op]
         passes = list(dict.fromkeys(r["pass"] for r in rows))
@@ -221,6 +253,8 @@ def markdown_table(meta, results) -> str:
                 cell = f"{row['fastconv_ms']:.2f}"
                 if "torch_ms" in row:
                     cell += f" / {row['torch_ms']:.2f} ({row['ratio']:.2f})"
+                if "percent_of_peak" in row:
+                    cell += f", {row['percent_of_peak']:.0f}%"
                 cells.append(cell)
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -234,13 +268,16 @@ class _nullcontext:
         return False
 
 
-def _report(name, op, pass_name, seconds, flops=None, nbytes=None):
+def _report(name, op, pass_name, seconds, flops=None, nbytes=None, peak=None):
     fc = seconds["fastconv"]
     row = dict(name=name, op=op, **{"pass": pass_name}, fastconv_ms=fc * 1e3)
     rate = ""
     if flops is not None:
         row["gflops"] = flops / fc / 1e9
         rate = f"{row['gflops']:7.1f} GFLOP/s"
+        if peak:
+            row["percent_of_peak"] = 100 * row["gflops"] / peak
+            rate += f" {row['percent_of_peak']:3.0f}%"
     if nbytes is not None:
         row["gbytes_per_s"] = nbytes / fc / 1e9
         rate = f"{row['gbytes_per_s']:8.1f} GB/s"
