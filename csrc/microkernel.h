@@ -55,13 +55,34 @@ struct PlaneKernels {
                     T* out);
 };
 
+// ISA-specific row kernels of the pooling interior (float), reached through IsaKernels::pool;
+// an ISA without them (null) uses the portable kernels of pool.cpp.
+// One call covers `count` consecutive outputs of one output row whose windows lie entirely
+// inside the image horizontally (rows are pre-clipped): output l reads the taps
+//   xr[i*rstep + c0 + l*sw + j*dw],  i < nrows, j < kw     (i rows of the window, then j)
+// Supported: sw 1 or 2, kw >= 2 when sw == 2; count >= 1.
+//   max_row: y[l] = max (PyTorch rule), idx[l] (if not null) = idx_base + l*sw + i*rstep + j*dw
+//            of the winning tap; needs nrows*rstep < 2^31.
+//   avg_row: y[l] = (0 + sum of the taps in (i, j) order) / divisor.
+struct PoolRowKernels {
+  void (*max_row_f32)(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                      int64_t sw, int64_t c0, int64_t count, float* y, int64_t* idx,
+                      int64_t idx_base);
+  void (*avg_row_f32)(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
+                      int64_t c0, int64_t count, float divisor, float* y);
+};
+
 struct IsaKernels {
   const char* name;
   MicroKernel<float> f32;
   MicroKernel<double> f64;
   PlaneKernels<float> planes_f32;
   PlaneKernels<double> planes_f64;
+  const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
+
+// Defined in pool_avx2.cpp (x86 builds only); used only through isa_kernels_avx2().
+extern const PoolRowKernels kPoolRowKernelsAvx2;
 
 const IsaKernels& isa_kernels_baseline();
 const IsaKernels& isa_kernels_avx2();  // defined only in x86 builds; call only if the CPU has AVX2+FMA

@@ -106,6 +106,7 @@ const IsaKernels kAvx2 = {
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &flat_correlate<double>, &flat_dots<double>},
+    &kPoolRowKernelsAvx2,
 };
 
 }  // namespace

@@ -71,6 +71,7 @@ const IsaKernels kBaseline = {
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &flat_correlate<double>, &flat_dots<double>},
+    nullptr,
 };
 
 }  // namespace

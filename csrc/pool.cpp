@@ -10,7 +10,7 @@
 //     per lane, blended on "v > max || v is NaN"; the int64 index h*W + w is formed once at
 //     the end. The last block is shifted back to end at wb (it recomputes a few outputs).
 //     Stride 2 loads are deinterleaved even/odd columns. With AVX2 (float) the row kernel is
-//     pool_avx2.cpp's, else the portable template below (GCC vectorises it for the baseline).
+//     pool_avx2.cpp's (through the dispatch table), else the portable template below (GCC vectorises it for the baseline).
 // avg backward is a gather: each dx row is computed once, phase by phase (dx columns
 //   q = m*sw + r), as contiguous vector sums of the scaled dy rows g = dy / divisor:
 //     acc_r[m] = 0 + sum_{ho asc} sum_{j desc, (r - j + pw) % sw == 0} g_ho[m + (r - j + pw)/sw]
@@ -24,7 +24,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -39,13 +38,8 @@ namespace {
 constexpr double kMinOpsPerThread = 1e5;
 constexpr int kBlock = 16;  // outputs per portable interior block
 
-// The AVX2 row kernels when the active ISA is AVX2, else null (portable kernels).
-const PoolRowKernels* active_pool_kernels() {
-#ifdef FASTCONV_HAVE_AVX2
-  if (std::strcmp(active_isa().name, "avx2") == 0) return &pool_row_kernels_avx2();
-#endif
-  return nullptr;
-}
+// The active ISA's row kernels, or null for the portable ones.
+const PoolRowKernels* active_pool_kernels() { return active_isa().pool; }
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 

@@ -1,5 +1,5 @@
 // AVX2 row kernels of the pooling interior, float (compiled with -mavx2 -mfma; reached only
-// through pool_row_kernels_avx2() once the active ISA is AVX2). Contract: PoolRowKernels in
+// through the AVX2 entry of the dispatch table, IsaKernels::pool). Contract: PoolRowKernels in
 // pool.h. Loop order per block of 8 consecutive outputs: window taps (i rows, then j columns,
 // row-major) outer, the 8 outputs in the lanes of one ymm:
 //   stride 1: tap j is one unaligned load at column c0 + l0 + j*dw;
@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-#include "pool.h"
+#include "microkernel.h"
 
 namespace fastconv {
 namespace {
@@ -170,10 +170,8 @@ void avg_row_f32(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int6
   }
 }
 
-const PoolRowKernels kPoolAvx2 = {&max_row_f32, &avg_row_f32};
-
 }  // namespace
 
-const PoolRowKernels& pool_row_kernels_avx2() { return kPoolAvx2; }
+const PoolRowKernels kPoolRowKernelsAvx2 = {&max_row_f32, &avg_row_f32};
 
 }  // namespace fastconv
