@@ -78,32 +78,49 @@ void pack_im2col(const Im2col& g, const T* x, int64_t q0, int64_t kc, int64_t p0
   }
 }
 
-// B of the weight gradient: col^T(p0:p0+kc, q0:q0+nc) of one image-group `x`.
+// Row q of col over output positions [p0, p0+kc) into out: the positions of one output row
+// are a strided run of one input row, copied in one go when it lies inside the image.
+template <typename T>
+void im2col_row(const Im2col& g, const T* x, int64_t q, int64_t p0, int64_t kc, T* out) {
+  const T* plane = x + (q / (g.R * g.S)) * g.H * g.W;
+  const int64_t roff = ((q / g.S) % g.R) * g.dh - g.ph, soff = (q % g.S) * g.dw - g.pw;
+  for (int64_t k = 0, p = p0; k < kc;) {
+    const int64_t ho = p / g.Wo, wo = p % g.Wo, len = std::min(kc - k, g.Wo - wo);
+    const int64_t ih = ho * g.sh + roff, iw_first = wo * g.sw + soff;
+    T* d = out + k;
+    if (!inside(ih, g.H)) {
+      std::fill(d, d + len, T(0));
+    } else {
+      const T* row = plane + ih * g.W;
+      if (iw_first >= 0 && iw_first + (len - 1) * g.sw < g.W) {
+        for (int64_t j = 0; j < len; ++j) d[j] = row[iw_first + j * g.sw];
+      } else {
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t iw = iw_first + j * g.sw;
+          d[j] = inside(iw, g.W) ? row[iw] : T(0);
+        }
+      }
+    }
+    k += len;
+    p += len;
+  }
+}
+
+// B of the weight gradient: col^T(p0:p0+kc, q0:q0+nc) of one image-group `x`. Each panel's nr
+// rows of col are gathered along the input rows (im2col_row, sequential reads) into `rows`
+// (nr * kc scratch), then transposed into the panel.
 template <typename T>
 void pack_im2col_transposed(const Im2col& g, const T* x, int64_t p0, int64_t kc, int64_t q0,
-                            int64_t nc, int nr, T* dst) {
-  const T* planes[kMaxNR];
-  int64_t roff[kMaxNR], soff[kMaxNR];
+                            int64_t nc, int nr, T* rows, T* dst) {
   for (int64_t jp = 0; jp < nc; jp += nr) {
     T* panel = dst + jp * kc;
     const int64_t cols = std::min<int64_t>(nr, nc - jp);
-    for (int64_t j = 0; j < cols; ++j) {
-      const int64_t q = q0 + jp + j;
-      planes[j] = x + (q / (g.R * g.S)) * g.H * g.W;
-      roff[j] = ((q / g.S) % g.R) * g.dh - g.ph;
-      soff[j] = (q % g.S) * g.dw - g.pw;
-    }
-    int64_t ho = p0 / g.Wo, wo = p0 % g.Wo;
+    for (int64_t j = 0; j < cols; ++j) im2col_row(g, x, q0 + jp + j, p0, kc, rows + j * kc);
     for (int64_t k = 0; k < kc; ++k) {
-      const int64_t ihb = ho * g.sh, iwb = wo * g.sw;
       T* d = panel + k * nr;
       int64_t j = 0;
-      for (; j < cols; ++j) {
-        const int64_t ih = ihb + roff[j], iw = iwb + soff[j];
-        d[j] = inside(ih, g.H) && inside(iw, g.W) ? planes[j][ih * g.W + iw] : T(0);
-      }
+      for (; j < cols; ++j) d[j] = rows[j * kc + k];
       for (; j < nr; ++j) d[j] = T(0);
-      if (++wo == g.Wo) wo = 0, ++ho;
     }
   }
 }
@@ -263,6 +280,8 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int64_t b_size = gemm_b_block_size(uk, blk);
   T* a_scratch = thread_scratch<T>(kScratchPackedA, nthreads * a_size);
   T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
+  const int64_t rows_size = uk.nr * blk.kc;  // one panel's rows of col, before transposing
+  T* rows_scratch = thread_scratch<T>(kScratchColumns, nthreads * rows_size);
 
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
     const int64_t g = task / splits, split = task % splits;
@@ -281,7 +300,8 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
             return static_cast<const T*>(abuf);
           },
           [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
-            pack_im2col_transposed(geo, xg, p0 + pc, kc, jc, ncb, uk.nr, dst);
+            pack_im2col_transposed(geo, xg, p0 + pc, kc, jc, ncb, uk.nr,
+                                   rows_scratch + thread * rows_size, dst);
           },
           out, CRS, !first, b_scratch + thread * b_size);
       first = false;
