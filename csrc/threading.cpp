@@ -37,6 +37,7 @@ void* thread_scratch_bytes(ScratchSlot slot, size_t bytes) {
   };
   thread_local Slots slots;
   if (bytes > slots.sizes[slot]) {
+    slots.sizes[slot] = 0;         // stays right if the allocation below throws
     slots.buffers[slot].reset(0);  // free first: the old contents are not needed
     slots.buffers[slot].reset(static_cast<int64_t>(bytes));
     slots.sizes[slot] = bytes;
