@@ -50,6 +50,20 @@ def measure_fma_peak(threads: int) -> dict | None:
         return json.loads(run.stdout)
 
 
+def set_threads(threads: int, use_torch: bool = True):
+    """Give fastconv (and PyTorch, if wanted and importable) `threads` threads; returns the
+    torch module or None."""
+    fastconv.set_num_threads(threads)
+    if not use_torch:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
 def read_suite(path: Path) -> list[list[str]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -165,14 +179,7 @@ def main(argv=None):
     parser.add_argument("--markdown", help="write the table as Markdown (for README.md) to this file")
     args = parser.parse_args(argv)
 
-    fastconv.set_num_threads(args.threads)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            torch = None
+    torch = set_threads(args.threads, use_torch=not args.no_torch)
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     results = []

@@ -20,6 +20,7 @@ import numpy as np
 
 import fastconv
 from fastconv import models, nn, optim
+from run import set_threads  # bench/run.py, beside this file
 
 CASES = [("lenet5", "lenet", 64, (1, 28, 28)), ("small_cifar", "small-cnn", 32, (3, 32, 32))]
 
@@ -110,14 +111,7 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    fastconv.set_num_threads(args.threads)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            pass
+    torch = set_threads(args.threads, use_torch=not args.no_torch)
     rng = np.random.default_rng(0)
     results = []
     print(f"{args.threads} threads; median ms per training step (forward, backward, "
