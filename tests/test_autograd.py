@@ -603,3 +603,34 @@ def test_truth_value():
     assert not (Tensor(np.array(0.5)) > 1)
     with pytest.raises(ValueError, match="ambiguous"):
         bool(Tensor(np.array([1.0, 2.0])) > 0)
+
+
+def test_retain_graph_allows_a_second_backward(rng):
+    x = leaf(rng, 3)
+    y = (x * x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()  # accumulates a second time, as in PyTorch
+    np.testing.assert_allclose(x.grad.data, 2 * 3 * x.data ** 2, rtol=1e-14)
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_number_to_the_power_of_a_tensor(rng):
+    x = leaf(rng, 4, 3)
+    gradcheck(lambda: 2.5 ** x, [x], rng, what="rpow")
+    np.testing.assert_allclose((3.0 ** x).data, 3.0 ** x.data, rtol=1e-15)
+    with pytest.raises(TypeError, match="__pow__"):
+        x ** x
+
+
+@pytest.mark.parametrize("shape,start,end", [((3,), 1, -1), ((2, 3), 0, 2), ((2, 3), -3, -1)])
+def test_flatten_rejects_dims_out_of_range(shape, start, end):
+    with pytest.raises(IndexError, match="out of range"):
+        Tensor(np.ones(shape)).flatten(start, end)
+
+
+def test_flatten_rejects_start_after_end():
+    with pytest.raises(ValueError, match="start_dim"):
+        Tensor(np.ones((2, 3, 4))).flatten(2, 1)
+    assert Tensor(np.ones((2, 3, 4))).flatten(1).shape == (2, 12)
+    assert Tensor(np.ones((2, 3, 4))).flatten(-2, -1).shape == (2, 12)

@@ -222,8 +222,11 @@ class Tensor:
         return f"tensor({body}, dtype={self.data.dtype}{grad})"
 
     # ------------------------------------------------------------------ autograd
-    def backward(self, gradient=None) -> None:
-        """Accumulate d(self)/d(leaf) * gradient into the .grad of every leaf needing it."""
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * gradient into the .grad of every leaf needing it.
+
+        The graph's saved arrays are freed on the way unless retain_graph is True (then a
+        second backward through the same graph is allowed, as in PyTorch)."""
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph")
         if gradient is None:
@@ -256,7 +259,8 @@ class Tensor:
             input_grads = node.function.backward(node.ctx, grad)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            node.ctx = None  # free what forward saved
+            if not retain_graph:
+                node.ctx = None  # free what forward saved
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent is None or parent_grad is None or not parent.requires_grad:
                     continue
@@ -299,6 +303,12 @@ class Tensor:
         if isinstance(exponent, Tensor):
             raise TypeError("__pow__: only a Python number exponent is supported")
         return Pow.apply(self, exponent=float(exponent))
+
+    def __rpow__(self, base):
+        """number ** tensor."""
+        if isinstance(base, Tensor):
+            raise TypeError("__rpow__: only a Python number base is supported")
+        return PowBase.apply(self, base=float(base))
 
     def __matmul__(self, other):
         return MatMul.apply(self, _as_tensor(other, self))
@@ -376,8 +386,14 @@ class Tensor:
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         shape = self.shape
-        start = start_dim % max(len(shape), 1)
-        end = end_dim % max(len(shape), 1)
+        ndim = max(len(shape), 1)  # a 0-d tensor flattens like a 1-element 1-d one
+        for name, d in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if not -ndim <= d < ndim:
+                raise IndexError(f"flatten: {name} {d} is out of range for a tensor of shape "
+                                 f"{shape} (expected -{ndim} <= {name} < {ndim})")
+        start, end = start_dim % ndim, end_dim % ndim
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         new_shape = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
         return Reshape.apply(self, shape=new_shape)
 
@@ -542,6 +558,21 @@ class Pow(Function):
         (x,) = ctx.saved
         e = x.dtype.type(ctx.exponent)
         return grad * e * np.power(x, e - 1)
+
+
+class PowBase(Function):
+    """base ** x for a number base: d/dx = base ** x * log(base)."""
+
+    @staticmethod
+    def forward(ctx, x, base):
+        y = np.power(x.dtype.type(base), x)
+        ctx.save_for_backward(y)
+        ctx.log_base = x.dtype.type(np.log(base))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.saved[0] * ctx.log_base
 
 
 class Exp(Function):
