@@ -3,7 +3,9 @@
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
 //   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]
-//   forward      y_g  (Kg x P)   = W_g (Kg x CRS) * col (CRS x P)        parallel over (n, g, P blocks)
+//   forward      y_g  (Kg x P)   = W_g (Kg x CRS) * col (CRS x P)        parallel over (n, g, P blocks);
+//                col is never packed where a panel row is a run of the image: the micro-kernel
+//                reads such rows in place through a row-pointer table (indirect GEMM)
 //   input grad   dcol (CRS x P)  = W_g^T (CRS x Kg) * dy_g (Kg x P)      parallel over (n, g, P blocks),
 //                dx = col2im(dcol)                                       then over (n, c) planes
 //   weight grad  dW_g (Kg x CRS) = sum_n dy_g (Kg x P) * col^T (P x CRS) parallel over (g, slices of
@@ -37,43 +39,41 @@ struct Im2col {
 
 constexpr int kMaxNR = 32;
 
-// B of the forward pass: col(q0:q0+kc, p0:p0+nc) of one image-group `x` (Cg planes).
+// Row pointers of one forward B panel: col(q0:q0+kc, p0:p0+cols). Where a panel row is one
+// contiguous in-bounds run of an input row (stride 1, the panel inside one output row), its
+// pointer points into the image; every other row is packed into panel + k*nr (zero padded)
+// and points there. Interior panels are then read in place, without a copy.
 template <typename T>
-void pack_im2col(const Im2col& g, const T* x, int64_t q0, int64_t kc, int64_t p0, int64_t nc,
-                 int nr, T* dst) {
+void im2col_row_pointers(const Im2col& g, const T* x, int64_t q0, int64_t kc, int64_t p0,
+                         int64_t cols, int nr, T* panel, const T** rows) {
   int64_t ih0[kMaxNR], iw0[kMaxNR];
-  for (int64_t jp = 0; jp < nc; jp += nr) {
-    T* panel = dst + jp * kc;
-    const int64_t cols = std::min<int64_t>(nr, nc - jp);
-    int64_t ho = (p0 + jp) / g.Wo, wo = (p0 + jp) % g.Wo;
-    for (int64_t j = 0; j < cols; ++j) {
-      ih0[j] = ho * g.sh - g.ph;
-      iw0[j] = wo * g.sw - g.pw;
-      if (++wo == g.Wo) wo = 0, ++ho;
-    }
-    // All nr columns in one output row: each panel row is a strided run of one input row.
-    const bool one_row = cols == nr && ih0[0] == ih0[nr - 1];
-    int64_t c = q0 / (g.R * g.S), r = (q0 / g.S) % g.R, s = q0 % g.S;
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* plane = x + c * g.H * g.W;
-      const int64_t roff = r * g.dh, soff = s * g.dw;
+  int64_t ho = p0 / g.Wo, wo = p0 % g.Wo;
+  for (int64_t j = 0; j < cols; ++j) {
+    ih0[j] = ho * g.sh - g.ph;
+    iw0[j] = wo * g.sw - g.pw;
+    if (++wo == g.Wo) wo = 0, ++ho;
+  }
+  const bool one_row = g.sw == 1 && cols == nr && ih0[0] == ih0[nr - 1];
+  int64_t c = q0 / (g.R * g.S), r = (q0 / g.S) % g.R, s = q0 % g.S;
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* plane = x + c * g.H * g.W;
+    const int64_t roff = r * g.dh, soff = s * g.dw;
+    const int64_t ih = ih0[0] + roff, iw_first = iw0[0] + soff;
+    if (one_row && inside(ih, g.H) && iw_first >= 0 && iw_first + nr - 1 < g.W) {
+      rows[k] = plane + ih * g.W + iw_first;
+    } else {
       T* d = panel + k * nr;
-      const int64_t ih = ih0[0] + roff, iw_first = iw0[0] + soff;
-      if (one_row && inside(ih, g.H) && iw_first >= 0 && iw_first + (nr - 1) * g.sw < g.W) {
-        const T* src = plane + ih * g.W + iw_first;
-        for (int j = 0; j < nr; ++j) d[j] = src[j * g.sw];
-      } else {
-        int64_t j = 0;
-        for (; j < cols; ++j) {
-          const int64_t ihj = ih0[j] + roff, iwj = iw0[j] + soff;
-          d[j] = inside(ihj, g.H) && inside(iwj, g.W) ? plane[ihj * g.W + iwj] : T(0);
-        }
-        for (; j < nr; ++j) d[j] = T(0);
+      int64_t j = 0;
+      for (; j < cols; ++j) {
+        const int64_t ihj = ih0[j] + roff, iwj = iw0[j] + soff;
+        d[j] = inside(ihj, g.H) && inside(iwj, g.W) ? plane[ihj * g.W + iwj] : T(0);
       }
-      if (++s == g.S) {
-        s = 0;
-        if (++r == g.R) r = 0, ++c;
-      }
+      for (; j < nr; ++j) d[j] = T(0);
+      rows[k] = d;
+    }
+    if (++s == g.S) {
+      s = 0;
+      if (++r == g.R) r = 0, ++c;
     }
   }
 }
@@ -180,8 +180,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const int64_t col_blocks = ceil_div(P, blk.nc);
   const int64_t tasks = s.N * G * col_blocks;
   const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, tasks);
-  const int64_t b_size = gemm_b_block_size(uk, blk);
-  T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
+  // Per thread: one panel of packed rows (kc x nr) and its kc row pointers.
+  const int64_t panel_size = blk.kc * uk.nr;
+  T* panel_scratch = thread_scratch<T>(kScratchPackedB, nthreads * panel_size);
+  const T** pointer_scratch = thread_scratch<const T*>(kScratchColumns, nthreads * blk.kc);
 
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
     const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, n = task / (col_blocks * G);
@@ -189,12 +191,33 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     const T* xg = x + (n * s.C + g * Cg) * HW;
     const T* ag = a_packed + g * a_size;
     T* yg = y + (n * s.K + g * Kg) * P;
-    gemm(
-        uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
-        [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
-          pack_im2col(geo, xg, pc, kc, p0 + jc, ncb, uk.nr, dst);
-        },
-        yg + p0, P, false, b_scratch + thread * b_size);
+    T* panel = panel_scratch + thread * panel_size;
+    const T** rows = pointer_scratch + thread * blk.kc;
+    T edge[16 * 32];  // partial tiles at the bottom and right edges (MR*NR <= 512)
+    if (CRS == 0)
+      for (int64_t m = 0; m < Kg; ++m) std::fill(yg + m * P + p0, yg + m * P + p0 + nc, T(0));
+    // B column panel outer, so that its rows stay in L1 while every A row panel uses them.
+    for (int64_t pc = 0; pc < CRS; pc += blk.kc) {
+      const int64_t kc = std::min(blk.kc, CRS - pc);
+      const T* a = ag + pc * m_pad;
+      for (int64_t j0 = 0; j0 < nc; j0 += uk.nr) {
+        const int64_t cols = std::min<int64_t>(uk.nr, nc - j0);
+        im2col_row_pointers(geo, xg, pc, kc, p0 + j0, cols, uk.nr, panel, rows);
+        for (int64_t i0 = 0; i0 < Kg; i0 += uk.mr) {
+          const int64_t m = std::min<int64_t>(uk.mr, Kg - i0);
+          T* c_tile = yg + i0 * P + p0 + j0;
+          if (m == uk.mr && cols == uk.nr) {
+            uk.indirect(kc, a + i0 * kc, rows, c_tile, P, pc > 0);
+            continue;
+          }
+          uk.indirect(kc, a + i0 * kc, rows, edge, uk.nr, false);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+              c_tile[i * P + j] = pc > 0 ? c_tile[i * P + j] + edge[i * uk.nr + j]
+                                         : edge[i * uk.nr + j];
+        }
+      }
+    }
     if (bias) {
       for (int64_t m = 0; m < Kg; ++m) {
         const T b = bias[g * Kg + m];

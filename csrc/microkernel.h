@@ -18,11 +18,19 @@ template <typename T>
 using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                bool accumulate);
 
+// The same tile, with row k of B read from b_rows[k] (NR values anywhere in memory): lets the
+// convolution point into the image where a panel row is a contiguous run of it, instead of
+// copying it into a packed panel.
+template <typename T>
+using MicroKernelIndirectFn = void (*)(int64_t kc, const T* a, const T* const* b_rows, T* c,
+                                       int64_t ldc, bool accumulate);
+
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
   MicroKernelFn<T> fn;
+  MicroKernelIndirectFn<T> indirect;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are

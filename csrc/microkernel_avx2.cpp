@@ -14,11 +14,25 @@ namespace {
 
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
-void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, float* c,
-                                int64_t ldc, bool accumulate) {
+// Where row k of the B panel is: packed (b + k*NR) or through a pointer table.
+template <typename T, int NR>
+struct PackedRows {
+  const T* b;
+  const T* row(int64_t k) const { return b + k * NR; }
+};
+template <typename T>
+struct PointerRows {
+  const T* const* rows;
+  const T* row(int64_t k) const { return rows[k]; }
+};
+
+template <typename Rows>
+void gemm_f32_6x16(int64_t kc, const float* a, Rows b_rows, float* c, int64_t ldc,
+                   bool accumulate) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < kc; ++k) {
+    const float* b = b_rows.row(k);
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
     __m256 ai = _mm256_broadcast_ss(a + 0);
@@ -40,7 +54,6 @@ void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, floa
     c50 = _mm256_fmadd_ps(ai, b0, c50);
     c51 = _mm256_fmadd_ps(ai, b1, c51);
     a += 6;
-    b += 16;
   }
   const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                              {c30, c31}, {c40, c41}, {c50, c51}};
@@ -56,11 +69,13 @@ void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, floa
   }
 }
 
-void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, double* c,
-                               int64_t ldc, bool accumulate) {
+template <typename Rows>
+void gemm_f64_6x8(int64_t kc, const double* a, Rows b_rows, double* c, int64_t ldc,
+                  bool accumulate) {
   __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < kc; ++k) {
+    const double* b = b_rows.row(k);
     const __m256d b0 = _mm256_loadu_pd(b);
     const __m256d b1 = _mm256_loadu_pd(b + 4);
     __m256d ai = _mm256_broadcast_sd(a + 0);
@@ -82,7 +97,6 @@ void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, dou
     c50 = _mm256_fmadd_pd(ai, b0, c50);
     c51 = _mm256_fmadd_pd(ai, b1, c51);
     a += 6;
-    b += 8;
   }
   const __m256d rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                               {c30, c31}, {c40, c41}, {c50, c51}};
@@ -98,10 +112,28 @@ void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, dou
   }
 }
 
+void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, float* c,
+                                int64_t ldc, bool accumulate) {
+  gemm_f32_6x16(kc, a, PackedRows<float, 16>{b}, c, ldc, accumulate);
+}
+void gemm_ukernel_f32_6x16_indirect_avx2(int64_t kc, const float* a, const float* const* b_rows,
+                                         float* c, int64_t ldc, bool accumulate) {
+  gemm_f32_6x16(kc, a, PointerRows<float>{b_rows}, c, ldc, accumulate);
+}
+void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, double* c,
+                               int64_t ldc, bool accumulate) {
+  gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
+}
+void gemm_ukernel_f64_6x8_indirect_avx2(int64_t kc, const double* a,
+                                        const double* const* b_rows, double* c, int64_t ldc,
+                                        bool accumulate) {
+  gemm_f64_6x8(kc, a, PointerRows<double>{b_rows}, c, ldc, accumulate);
+}
+
 const IsaKernels kAvx2 = {
     "avx2",
-    {6, 16, &gemm_ukernel_f32_6x16_avx2},
-    {6, 8, &gemm_ukernel_f64_6x8_avx2},
+    {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2},
+    {6, 8, &gemm_ukernel_f64_6x8_avx2, &gemm_ukernel_f64_6x8_indirect_avx2},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,

@@ -30,14 +30,15 @@ inline Vec16<T> load16(const T* p) {
 
 // 6 rows x 2 vectors (6x8 floats, 6x4 doubles): twelve named accumulators, which the compiler
 // keeps in registers (an array of them would be stored back to memory on every step).
-template <typename T>
-void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
-                           bool accumulate) {
+// Row k of B: b_rows(k) (a packed panel, or a pointer table for the indirect kernel).
+template <typename T, typename Rows>
+void gemm_6x2v(int64_t kc, const T* a, Rows b_rows, T* c, int64_t ldc, bool accumulate) {
   using V = Vec16<T>;
-  constexpr int L = sizeof(V) / sizeof(T), NR = 2 * L;
+  constexpr int L = sizeof(V) / sizeof(T);
   V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
   V c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
   for (int64_t k = 0; k < kc; ++k) {
+    const T* b = b_rows(k);
     const V b0 = load16(b), b1 = load16(b + L);
     c00 += a[0] * b0;
     c01 += a[0] * b1;
@@ -52,7 +53,6 @@ void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc
     c50 += a[5] * b0;
     c51 += a[5] * b1;
     a += 6;
-    b += NR;
   }
   const V rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
@@ -63,10 +63,23 @@ void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc
   }
 }
 
+template <typename T>
+void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
+                           bool accumulate) {
+  constexpr int64_t NR = 2 * sizeof(Vec16<T>) / sizeof(T);
+  gemm_6x2v(kc, a, [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
+}
+
+template <typename T>
+void gemm_ukernel_indirect_baseline(int64_t kc, const T* a, const T* const* b_rows, T* c,
+                                    int64_t ldc, bool accumulate) {
+  gemm_6x2v(kc, a, [b_rows](int64_t k) { return b_rows[k]; }, c, ldc, accumulate);
+}
+
 const IsaKernels kBaseline = {
     "baseline",
-    {6, 8, &gemm_ukernel_baseline<float>},
-    {6, 4, &gemm_ukernel_baseline<double>},
+    {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>},
+    {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
