@@ -191,33 +191,13 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     const T* xg = x + (n * s.C + g * Cg) * HW;
     const T* ag = a_packed + g * a_size;
     T* yg = y + (n * s.K + g * Kg) * P;
-    T* panel = panel_scratch + thread * panel_size;
-    const T** rows = pointer_scratch + thread * blk.kc;
-    T edge[16 * 32];  // partial tiles at the bottom and right edges (MR*NR <= 512)
-    if (CRS == 0)
-      for (int64_t m = 0; m < Kg; ++m) std::fill(yg + m * P + p0, yg + m * P + p0 + nc, T(0));
-    // B column panel outer, so that its rows stay in L1 while every A row panel uses them.
-    for (int64_t pc = 0; pc < CRS; pc += blk.kc) {
-      const int64_t kc = std::min(blk.kc, CRS - pc);
-      const T* a = ag + pc * m_pad;
-      for (int64_t j0 = 0; j0 < nc; j0 += uk.nr) {
-        const int64_t cols = std::min<int64_t>(uk.nr, nc - j0);
-        im2col_row_pointers(geo, xg, pc, kc, p0 + j0, cols, uk.nr, panel, rows);
-        for (int64_t i0 = 0; i0 < Kg; i0 += uk.mr) {
-          const int64_t m = std::min<int64_t>(uk.mr, Kg - i0);
-          T* c_tile = yg + i0 * P + p0 + j0;
-          if (m == uk.mr && cols == uk.nr) {
-            uk.indirect(kc, a + i0 * kc, rows, c_tile, P, pc > 0);
-            continue;
-          }
-          uk.indirect(kc, a + i0 * kc, rows, edge, uk.nr, false);
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < cols; ++j)
-              c_tile[i * P + j] = pc > 0 ? c_tile[i * P + j] + edge[i * uk.nr + j]
-                                         : edge[i * uk.nr + j];
-        }
-      }
-    }
+    gemm_rows(
+        uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
+        [&](int64_t pc, int64_t kc, int64_t j0, int64_t cols, T* panel, const T** rows) {
+          im2col_row_pointers(geo, xg, pc, kc, p0 + j0, cols, uk.nr, panel, rows);
+        },
+        yg + p0, P, false, panel_scratch + thread * panel_size,
+        pointer_scratch + thread * blk.kc);
     if (bias) {
       for (int64_t m = 0; m < Kg; ++m) {
         const T b = bias[g * Kg + m];

@@ -151,4 +151,44 @@ void gemm(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int64_t 
   }
 }
 
+// The same product with B supplied row by row, for the indirect micro-kernels:
+// b_rows(pc, kc, j0, cols, panel, rows) sets rows[k] (k < kc) to the nr values of
+// B(pc + k, j0 : j0 + nr), pointing into the caller's data where they are contiguous there and
+// packing the other rows into `panel` (kc x nr scratch, zero padded past `cols`). The B panel
+// is the outer loop, so its rows stay in L1 while every row panel of A uses them.
+template <typename T, typename ABlock, typename BRows>
+void gemm_rows(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int64_t N,
+               int64_t K, const ABlock& a_block, const BRows& b_rows, T* c, int64_t ldc,
+               bool accumulate, T* panel, const T** rows) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    return;
+  }
+  const int mr = uk.mr, nr = uk.nr;
+  T edge[16 * 32];  // partial tiles at the bottom and right edges (MR*NR <= 512)
+  for (int64_t pc = 0; pc < K; pc += blk.kc) {
+    const int64_t kc = std::min(blk.kc, K - pc);
+    const T* a = a_block(pc, kc);
+    const bool acc = accumulate || pc > 0;
+    for (int64_t j0 = 0; j0 < N; j0 += nr) {
+      const int64_t cols = std::min<int64_t>(nr, N - j0);
+      b_rows(pc, kc, j0, cols, panel, rows);
+      for (int64_t i0 = 0; i0 < M; i0 += mr) {
+        const int64_t m = std::min<int64_t>(mr, M - i0);
+        T* c_tile = c + i0 * ldc + j0;
+        if (m == mr && cols == nr) {
+          uk.indirect(kc, a + i0 * kc, rows, c_tile, ldc, acc);
+          continue;
+        }
+        uk.indirect(kc, a + i0 * kc, rows, edge, nr, false);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < cols; ++j)
+            c_tile[i * ldc + j] = acc ? c_tile[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+      }
+    }
+  }
+}
+
 }  // namespace fastconv
