@@ -108,6 +108,22 @@ void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc
   }
 }
 
+// c (rows x cols, row stride ldc) = 0.
+template <typename T>
+void zero_tile(T* c, int64_t ldc, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) std::fill(c + i * ldc, c + i * ldc + cols, T(0));
+}
+
+// The valid rows x cols corner of a full micro-kernel tile computed into `edge` (row stride
+// nr), stored into c the way the micro-kernel would: c = [c +] edge.
+template <typename T>
+void store_partial_tile(const T* edge, int nr, int64_t rows, int64_t cols, T* c, int64_t ldc,
+                        bool accumulate) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      c[i * ldc + j] = accumulate ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+}
+
 // a_block(pc, kc) -> const T* packed A block for rows [0, M), columns [pc, pc+kc).
 // pack_b(pc, kc, jc, nc, T* dst) packs B(pc:pc+kc, jc:jc+nc).
 // b_scratch holds gemm_b_block_size elements. Serial: callers parallelise over tiles of C.
@@ -117,8 +133,7 @@ void gemm(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int64_t 
           T* b_scratch) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    if (!accumulate) zero_tile(c, ldc, M, N);
     return;
   }
   const int mr = uk.mr, nr = uk.nr;
@@ -142,9 +157,7 @@ void gemm(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int64_t 
             continue;
           }
           uk.fn(kc, a_panel, b_panel, edge, nr, false);
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t j = 0; j < cols; ++j)
-              c_tile[i * ldc + j] = acc ? c_tile[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+          store_partial_tile(edge, nr, rows, cols, c_tile, ldc, acc);
         }
       }
     }
@@ -162,8 +175,7 @@ void gemm_rows(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int
                bool accumulate, T* panel, const T** rows) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
+    if (!accumulate) zero_tile(c, ldc, M, N);
     return;
   }
   const int mr = uk.mr, nr = uk.nr;
@@ -183,9 +195,7 @@ void gemm_rows(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int
           continue;
         }
         uk.indirect(kc, a + i0 * kc, rows, edge, nr, false);
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = 0; j < cols; ++j)
-            c_tile[i * ldc + j] = acc ? c_tile[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+        store_partial_tile(edge, nr, m, cols, c_tile, ldc, acc);
       }
     }
   }
