@@ -317,5 +317,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("available_isas", &available_isas);
   m.def("get_isa", []() { return std::string(active_isa().name); });
   m.def("set_isa", &set_active_isa, py::arg("name"));
+  m.def("conv_algorithms", &conv_algorithms);
+  m.def("get_algorithm", &conv_algorithm_name);
+  m.def("set_algorithm", &set_conv_algorithm, py::arg("name"));
   m.def("build_info", &build_info);
 }

@@ -10,7 +10,8 @@
 //                dx = col2im(dcol)                                       then over (n, c) planes
 //   weight grad  dW_g (Kg x CRS) = sum_n dy_g (Kg x P) * col^T (P x CRS) parallel over (g, slices of
 //                the n*P reduction); per-slice partial sums added in a fixed order (no atomics).
-// One input channel per group (depthwise) goes to the direct kernels of depthwise.cpp instead.
+// One input channel per group (depthwise) goes to the direct kernels of depthwise.cpp instead,
+// and 3x3 stride-1 layers' forward and input gradient to the Winograd path of winograd.cpp.
 #include "conv.h"
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "dispatch.h"
 #include "gemm.h"
 #include "threading.h"
+#include "winograd.h"
 
 namespace fastconv {
 namespace {
@@ -165,6 +167,7 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (depthwise_preferred(s)) return depthwise_forward(s, x, w, bias, y);
+  if (winograd_preferred(s)) return winograd_forward(s, x, w, bias, y);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.K == 0 || P == 0) return;
@@ -211,6 +214,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <typename T>
 void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
   if (depthwise_preferred(s)) return depthwise_input_grad(s, w, dy, bias, dx);
+  if (winograd_preferred(s)) return winograd_input_grad(s, w, dy, bias, dx);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S, CRS = Cg * RS;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;

@@ -1,6 +1,7 @@
 #include "dispatch.h"
 
 #include <atomic>
+#include <iterator>
 
 namespace fastconv {
 namespace {
@@ -47,7 +48,34 @@ std::atomic<const IsaKernels*>& active_slot() {
   return slot;
 }
 
+constexpr const char* kAlgorithmNames[] = {"auto", "gemm", "winograd"};
+
+std::atomic<ConvAlgorithm>& algorithm_slot() {
+  static std::atomic<ConvAlgorithm> slot{ConvAlgorithm::kAuto};
+  return slot;
+}
+
 }  // namespace
+
+ConvAlgorithm active_conv_algorithm() { return algorithm_slot().load(std::memory_order_relaxed); }
+
+std::string conv_algorithm_name() {
+  return kAlgorithmNames[static_cast<int>(active_conv_algorithm())];
+}
+
+std::vector<std::string> conv_algorithms() {
+  return std::vector<std::string>(std::begin(kAlgorithmNames), std::end(kAlgorithmNames));
+}
+
+bool set_conv_algorithm(const std::string& name) {
+  for (int i = 0; i < 3; ++i) {
+    if (name == kAlgorithmNames[i]) {
+      algorithm_slot().store(static_cast<ConvAlgorithm>(i), std::memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
+}
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> names;

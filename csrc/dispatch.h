@@ -17,20 +17,40 @@ const IsaKernels& active_isa();
 // Returns false (and changes nothing) if `name` is unknown or not runnable on this CPU.
 bool set_active_isa(const std::string& name);
 
+// Convolution algorithm choice (FASTCONV_ALGORITHM, fastconv.set_algorithm): "auto" picks
+// the fastest exact-enough path per layer, "gemm" never uses Winograd, "winograd" uses it
+// wherever it applies (3x3, stride 1, undilated, ungrouped), even where it does not pay.
+enum class ConvAlgorithm { kAuto, kGemm, kWinograd };
+ConvAlgorithm active_conv_algorithm();
+std::string conv_algorithm_name();
+std::vector<std::string> conv_algorithms();
+// Returns false (and changes nothing) if `name` is not one of conv_algorithms().
+bool set_conv_algorithm(const std::string& name);
+
+// The kernels of one table for element type T. A call that uses several kernels takes them
+// from one table (active_isa() read once), so that a concurrent set_isa cannot mix ISAs.
 template <typename T>
-const MicroKernel<T>& active_microkernel();
+struct IsaKernelsOf;
 template <>
-inline const MicroKernel<float>& active_microkernel<float>() { return active_isa().f32; }
+struct IsaKernelsOf<float> {
+  static const MicroKernel<float>& microkernel(const IsaKernels& k) { return k.f32; }
+  static const PlaneKernels<float>& planes(const IsaKernels& k) { return k.planes_f32; }
+  static const WinogradKernels<float>& winograd(const IsaKernels& k) { return k.winograd_f32; }
+};
 template <>
-inline const MicroKernel<double>& active_microkernel<double>() { return active_isa().f64; }
+struct IsaKernelsOf<double> {
+  static const MicroKernel<double>& microkernel(const IsaKernels& k) { return k.f64; }
+  static const PlaneKernels<double>& planes(const IsaKernels& k) { return k.planes_f64; }
+  static const WinogradKernels<double>& winograd(const IsaKernels& k) { return k.winograd_f64; }
+};
 
 template <typename T>
-const PlaneKernels<T>& active_plane_kernels();
-template <>
-inline const PlaneKernels<float>& active_plane_kernels<float>() { return active_isa().planes_f32; }
-template <>
-inline const PlaneKernels<double>& active_plane_kernels<double>() {
-  return active_isa().planes_f64;
+const MicroKernel<T>& active_microkernel() {
+  return IsaKernelsOf<T>::microkernel(active_isa());
+}
+template <typename T>
+const PlaneKernels<T>& active_plane_kernels() {
+  return IsaKernelsOf<T>::planes(active_isa());
 }
 
 }  // namespace fastconv

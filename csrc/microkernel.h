@@ -80,12 +80,41 @@ struct PoolRowKernels {
                       int64_t c0, int64_t count, float divisor, float* y);
 };
 
+// Winograd F(2x2, 3x3) transforms of one panel of NR consecutive 2x2 output tiles (NR = the
+// ISA's micro-kernel width for T), per ISA so that their lane loops are vectorised for it.
+// Layouts and math: winograd.cpp. Lanes [lane, lane+len) of a run are tiles tj0 .. tj0+len-1
+// of tile row ti of image n.
+struct WinogradTileRun {
+  int64_t n, ti, tj0;
+  int lane, len;
+};
+struct WinogradPanel {
+  int64_t C, H, W;      // input channels and plane of the correlation
+  int64_t K, Ho, Wo;    // output channels and plane
+  int64_t pad_h, pad_w;
+  int64_t v_stride;     // elements from one xi's V to the next (>= C * NR)
+  const WinogradTileRun* runs;
+  int nruns;
+};
+// input_panel:  v[xi*v_stride + c*NR + lane] = (B^T d B)[xi] of each lane's 4x4 input patch of
+//               channel c (lanes past the last run are zero)
+// output_panel: the 2x2 tiles of output channels [k0, k0+kn) = A^T M A + bias (bias may be
+//               null), where M[xi][k - k0][lane] = m[xi*m_stride + (k - k0)*NR + lane]
+template <typename T>
+struct WinogradKernels {
+  void (*input_panel)(const WinogradPanel& p, const T* x, T* v);
+  void (*output_panel)(const WinogradPanel& p, const T* m, int64_t m_stride, int64_t k0,
+                       int64_t kn, const T* bias, T* y);
+};
+
 struct IsaKernels {
   const char* name;
   MicroKernel<float> f32;
   MicroKernel<double> f64;
   PlaneKernels<float> planes_f32;
   PlaneKernels<double> planes_f64;
+  WinogradKernels<float> winograd_f32;
+  WinogradKernels<double> winograd_f64;
   const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
 

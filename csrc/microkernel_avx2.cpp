@@ -11,6 +11,7 @@ namespace fastconv {
 namespace {
 
 #include "plane_kernels.inc"
+#include "winograd_transforms.inc"
 
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
@@ -138,6 +139,8 @@ const IsaKernels kAvx2 = {
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &flat_correlate<double>, &flat_dots<double>},
+    {&winograd_input_panel<float, 16>, &winograd_output_panel<float, 16>},
+    {&winograd_input_panel<double, 8>, &winograd_output_panel<double, 8>},
     &kPoolRowKernelsAvx2,
 };
 

@@ -6,6 +6,7 @@ namespace fastconv {
 namespace {
 
 #include "plane_kernels.inc"
+#include "winograd_transforms.inc"
 
 // 16-byte vectors of GCC/Clang's vector extension: SSE2 on x86-64, NEON on aarch64.
 template <typename T>
@@ -84,6 +85,8 @@ const IsaKernels kBaseline = {
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &flat_correlate<double>, &flat_dots<double>},
+    {&winograd_input_panel<float, 8>, &winograd_output_panel<float, 8>},
+    {&winograd_input_panel<double, 4>, &winograd_output_panel<double, 4>},
     nullptr,
 };
 

@@ -3,7 +3,9 @@
 * ``isa`` fixture: every test that takes it runs once per ISA listed by
   ``fastconv.available_isas()``; the ISA is selected with ``fastconv.set_isa``
   and the original one is restored afterwards.
-* an autouse fixture restores the ISA and the thread count after every test,
+* ``algorithm`` fixture: the test runs once with the GEMM path only and once with
+  Winograd wherever it applies (``fastconv.set_algorithm``), then restores the choice.
+* an autouse fixture restores the ISA, the algorithm and the thread count after every test,
   so that a failing test cannot leak global state into the others.
 * tolerance / layout helpers live in ``helpers.py`` and are re-exported here.
 """
@@ -29,6 +31,8 @@ def _isas():
 def pytest_generate_tests(metafunc):
     if "isa" in metafunc.fixturenames:
         metafunc.parametrize("isa", _isas(), indirect=True)
+    if "algorithm" in metafunc.fixturenames:
+        metafunc.parametrize("algorithm", ["gemm", "winograd"], indirect=True)
 
 
 @pytest.fixture
@@ -43,11 +47,25 @@ def isa(request):
         fastconv.set_isa(original)
 
 
+@pytest.fixture
+def algorithm(request):
+    """Run the test with convolution algorithm ``request.param``; restore the previous one."""
+    original = fastconv.get_algorithm()
+    fastconv.set_algorithm(request.param)
+    try:
+        yield request.param
+    finally:
+        fastconv.set_algorithm(original)
+
+
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     isa0 = fastconv.get_isa()
     nt0 = fastconv.get_num_threads()
+    algorithm0 = fastconv.get_algorithm()
     yield
+    if fastconv.get_algorithm() != algorithm0:
+        fastconv.set_algorithm(algorithm0)
     if fastconv.get_isa() != isa0:
         fastconv.set_isa(isa0)
     if fastconv.get_num_threads() != nt0:

@@ -1,5 +1,6 @@
 """conv2d, conv2d_input_grad, conv2d_weight_grad and conv_transpose2d vs the
-NumPy reference, on seeded sweeps, under every available ISA."""
+NumPy reference, on seeded sweeps, under every available ISA and with both the GEMM path
+and Winograd (where it applies)."""
 
 import numpy as np
 import pytest
@@ -174,7 +175,7 @@ def _cached(key, fn):
 # conv2d
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
-def test_conv2d_sweep(case, isa):
+def test_conv2d_sweep(case, isa, algorithm):
     x, w, b, _ = _conv_data(case)
     want = _cached(("fwd", _conv_id(case)), lambda: ref.conv2d(x, w, b, **_params(case)))
     xl = with_layout(x, case["xlayout"])
@@ -186,7 +187,7 @@ def test_conv2d_sweep(case, isa):
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=_conv_id)
-def test_conv2d_input_grad_sweep(case, isa):
+def test_conv2d_input_grad_sweep(case, isa, algorithm):
     x, w, _, go = _conv_data(case)
     want = _cached(("gin", _conv_id(case)),
                    lambda: ref.conv2d_input_grad(x.shape, w, go, **_params(case)))
@@ -221,7 +222,7 @@ def test_input_grad_accepts_list_shape(isa):
     assert_close(got10, ref.conv2d_input_grad((2, 3, 10, 12), w, go, stride=2), np.float64, 36)
 
 
-def test_conv2d_unbatched(isa):
+def test_conv2d_unbatched(isa, algorithm):
     rng = np.random.default_rng(11)
     for dt in (np.float32, np.float64):
         x = rand(rng, (3, 10, 9), dt)
@@ -251,7 +252,7 @@ def test_conv2d_bias_is_added_per_channel(isa):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("K", list(range(1, 18, 2)))
-def test_conv2d_simd_edges(K, dtype, isa):
+def test_conv2d_simd_edges(K, dtype, isa, algorithm):
     """K = 1..17 (odd) x output widths 1..33 (3x3, padding 1 -> Wo == W)."""
     rng = np.random.default_rng(100 + K)
     C = 3
@@ -271,7 +272,7 @@ def test_conv2d_simd_edges(K, dtype, isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("K", [1, 5, 8, 13, 16, 17])
-def test_grads_simd_edges(K, dtype, isa):
+def test_grads_simd_edges(K, dtype, isa, algorithm):
     rng = np.random.default_rng(200 + K)
     C = 4
     w = rand(rng, (K, C, 3, 3), dtype)
@@ -299,7 +300,7 @@ LARGE = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", LARGE, ids=lambda s: "x".join(map(str, s)))
-def test_large_shapes(shape, dtype, isa):
+def test_large_shapes(shape, dtype, isa, algorithm):
     N, C, H, W, K, R, S, st, pad, dil, G = shape
     rng = np.random.default_rng(sum(shape))
     x = rand(rng, (N, C, H, W), dtype)
@@ -390,7 +391,7 @@ def _convT_id(c):
 
 
 @pytest.mark.parametrize("case", CONVT_CASES, ids=_convT_id)
-def test_conv_transpose2d_sweep(case, isa):
+def test_conv_transpose2d_sweep(case, isa, algorithm):
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     G = case["groups"]

@@ -8,7 +8,7 @@ from . import _core
 from .kernels import _int
 
 __all__ = ["set_num_threads", "get_num_threads", "available_isas", "get_isa", "set_isa",
-           "show_config"]
+           "available_algorithms", "get_algorithm", "set_algorithm", "show_config"]
 
 
 def set_num_threads(n: int) -> None:
@@ -40,12 +40,41 @@ def set_isa(name: str) -> None:
                          f"available: {available_isas()}")
 
 
-def _apply_isa_environment() -> None:
-    """Honour FASTCONV_ISA=<name> at import."""
+def available_algorithms() -> list[str]:
+    """Convolution algorithm choices for set_algorithm."""
+    return list(_core.conv_algorithms())
+
+
+def get_algorithm() -> str:
+    """The convolution algorithm choice in use (see set_algorithm)."""
+    return _core.get_algorithm()
+
+
+def set_algorithm(name: str) -> None:
+    """Choose how convolutions are computed.
+
+    "auto" (the default): Winograd F(2x2, 3x3) for the forward pass and input gradient of
+    3x3, stride-1, undilated, ungrouped layers with at least 16 input and 16 output channels,
+    the GEMM path otherwise. "gemm": never Winograd (its rounding differs slightly from the
+    GEMM path's, by about as much as the GEMM path's own rounding error). "winograd":
+    Winograd wherever it applies, even on layers too small to gain from it.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {name!r}")
+    if not _core.set_algorithm(name):
+        raise ValueError(f"name: expected one of {available_algorithms()}, got {name!r}")
+
+
+def _apply_environment() -> None:
+    """Honour FASTCONV_ISA=<name> and FASTCONV_ALGORITHM=<name> at import."""
     requested = os.environ.get("FASTCONV_ISA", "").strip()
     if requested and not _core.set_isa(requested):
         raise ValueError(f"FASTCONV_ISA={requested!r} is not available on this CPU/build; "
                          f"available: {available_isas()}")
+    algorithm = os.environ.get("FASTCONV_ALGORITHM", "").strip()
+    if algorithm and not _core.set_algorithm(algorithm):
+        raise ValueError(f"FASTCONV_ALGORITHM={algorithm!r} is not one of "
+                         f"{available_algorithms()}")
 
 
 def show_config() -> None:
@@ -60,5 +89,6 @@ def show_config() -> None:
         f"  ISA in use:     {get_isa()}",
         f"  ISAs available: {', '.join(available_isas())}",
         f"  ISAs compiled:  {', '.join(info['isas_compiled'])}",
+        f"  conv algorithm: {get_algorithm()}",
     ]
     print("\n".join(lines))

@@ -1,0 +1,195 @@
+// Winograd F(2x2, 3x3) (Lavin & Gray, 2015) over tiles of 2x2 outputs, each read from a 4x4
+// input patch d (zero outside the image):
+//   V = B^T d B      per input channel                 B^T = [1  0 -1  0]
+//   M = sum_c U[k,c] (.) V[c]   (16 independent GEMMs)        [0  1  1  0]
+//   Y = A^T M A      per output channel                       [0 -1  1  0]
+//   U = G g G^T      per (k, c), once per call                [0  1  0 -1]
+//   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],  A^T = [1 1 1 0; 0 1 -1 -1]
+//
+// Shapes, for the correlation being computed (the forward pass, or the input gradient as a
+// correlation of dy with the flipped, transposed weights and padding 2 - pad):
+//   x (N, C, H, W), y (N, K, Ho, Wo); tiles: ceil(Ho/2) x ceil(Wo/2) per image, numbered
+//   image by image, row by row; a panel is NR consecutive tiles (NR = the micro-kernel's width).
+// Loop order, parallel over panels (each writes its own outputs, so no races):
+//   transform the panel's input patches into V[xi] (C x NR, the packed-B layout: k-major)
+//   for chunks of output channels:
+//     for each xi < 16: M[xi] (chunk x NR) = U[xi] (packed A, chunk x C) * V[xi]   micro-kernels
+//     Y = A^T M A for the chunk, stored (with the bias) into the 2x2 tiles of y
+// V of one panel stays in L1/L2; the packed U (16 * K * C) is read from L2 by every panel.
+#include "winograd.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common.h"
+#include "dispatch.h"
+#include "gemm.h"
+#include "threading.h"
+
+namespace fastconv {
+namespace {
+
+constexpr int64_t kMinFlopsPerThread = 2e5;
+// Output channels per output-transform pass: M[16] of one chunk stays in L1/L2.
+constexpr int64_t kChannelChunk = 48;
+
+struct WinogradGeometry {
+  int64_t N, C, H, W;  // input of the correlation
+  int64_t K, Ho, Wo;   // its output
+  int64_t pad_h, pad_w;
+  int64_t tiles_h, tiles_w;
+};
+
+WinogradGeometry make_geometry(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                               int64_t Ho, int64_t Wo, int64_t pad_h, int64_t pad_w) {
+  return {N, C, H, W, K, Ho, Wo, pad_h, pad_w, ceil_div(Ho, 2), ceil_div(Wo, 2)};
+}
+
+// The runs of tile rows that lanes [0, nr) of the panel starting at tile first_tile cover.
+int panel_runs(const WinogradGeometry& g, int64_t first_tile, int nr, WinogradTileRun* runs) {
+  const int64_t per_image = g.tiles_h * g.tiles_w, total = g.N * per_image;
+  int count = 0;
+  for (int lane = 0; lane < nr && first_tile + lane < total;) {
+    const int64_t t = first_tile + lane, n = t / per_image, rem = t % per_image;
+    const int64_t ti = rem / g.tiles_w, tj = rem % g.tiles_w;
+    const int len = static_cast<int>(std::min<int64_t>({g.tiles_w - tj, nr - lane, total - t}));
+    runs[count++] = {n, ti, tj, lane, len};
+    lane += len;
+  }
+  return count;
+}
+
+// U[xi][k][c] = (G g G^T)[xi] for the 3x3 filter g of output k and input c; for the input
+// gradient (flip) g[r][s] = w[c][k][2-r][2-s] of the forward weights w (C_fwd = K, K_fwd = C).
+template <typename T>
+void transform_weights(const T* w, int64_t K, int64_t C, bool flip, T* u) {
+  const T half = T(0.5);
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t c = 0; c < C; ++c) {
+      T g[3][3];
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s)
+          g[r][s] = flip ? w[((c * K + k) * 3 + 2 - r) * 3 + 2 - s] : w[((k * C + c) * 3 + r) * 3 + s];
+      T gg[4][3];  // G g
+      for (int s = 0; s < 3; ++s) {
+        gg[0][s] = g[0][s];
+        gg[1][s] = half * (g[0][s] + g[1][s] + g[2][s]);
+        gg[2][s] = half * (g[0][s] - g[1][s] + g[2][s]);
+        gg[3][s] = g[2][s];
+      }
+      for (int i = 0; i < 4; ++i) {  // (G g) G^T
+        const T row[4] = {gg[i][0], half * (gg[i][0] + gg[i][1] + gg[i][2]),
+                          half * (gg[i][0] - gg[i][1] + gg[i][2]), gg[i][2]};
+        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * K + k) * C + c] = row[j];
+      }
+    }
+  }
+}
+
+// The panels of one call, NR (the micro-kernel's width) fixed so the transforms vectorise.
+template <typename T, int NR>
+void winograd_panels(const WinogradGeometry& g, const MicroKernel<T>& uk,
+                     const WinogradKernels<T>& wk, int64_t KC, const T* a, int64_t a_size,
+                     const T* x, const T* bias, T* y) {
+  const int mr = uk.mr;
+  const int64_t m_pad = round_up(g.K, mr);
+  const int64_t tiles = g.N * g.tiles_h * g.tiles_w, panels = ceil_div(tiles, NR);
+  const int64_t chunk = std::min(m_pad, round_up(kChannelChunk, mr));
+  // Each xi's V and M padded by two panel rows: strides of a multiple of 4 KiB would make the
+  // transforms' loads and stores of different xi alias in the CPU's store buffer.
+  const int64_t v_stride = g.C * NR + 2 * NR, m_stride = chunk * NR + 2 * NR;
+  const int64_t v_size = 16 * v_stride, m_size = 16 * m_stride;
+  const int nthreads = threads_for(32.0 * g.K * g.C * tiles, kMinFlopsPerThread, panels);
+  T* v_scratch = thread_scratch<T>(kScratchColumns, nthreads * v_size);
+  T* m_scratch = thread_scratch<T>(kScratchPackedB, nthreads * m_size);
+
+  parallel_for(panels, nthreads, [&](int64_t panel, int thread) {
+    WinogradTileRun runs[NR];
+    const WinogradPanel p = {g.C, g.H, g.W, g.K, g.Ho, g.Wo, g.pad_h, g.pad_w, v_stride, runs,
+                             panel_runs(g, panel * NR, NR, runs)};
+    T* v = v_scratch + thread * v_size;
+    T* m = m_scratch + thread * m_size;
+    wk.input_panel(p, x, v);
+    for (int64_t k0 = 0; k0 < g.K; k0 += chunk) {
+      const int64_t kn = std::min(chunk, g.K - k0);
+      for (int64_t pc = 0; pc < g.C; pc += KC) {
+        const int64_t kc = std::min(KC, g.C - pc);
+        for (int xi = 0; xi < 16; ++xi) {
+          const T* a_block = a + xi * a_size + pc * m_pad;
+          const T* b_panel = v + xi * v_stride + pc * NR;
+          T* m_xi = m + xi * m_stride;
+          for (int64_t i0 = k0; i0 < k0 + kn; i0 += mr)
+            uk.fn(kc, a_block + i0 * kc, b_panel, m_xi + (i0 - k0) * NR, NR, pc > 0);
+        }
+      }
+      wk.output_panel(p, m, m_stride, k0, kn, bias, y);
+    }
+  });
+}
+
+template <typename T>
+void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, const T* bias,
+                  T* y) {
+  if (g.N == 0 || g.K == 0 || g.Ho == 0 || g.Wo == 0) return;
+  if (g.C == 0) {  // no input channels: the bias alone
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t k = 0; k < g.K; ++k)
+        std::fill(y + (n * g.K + k) * g.Ho * g.Wo, y + (n * g.K + k + 1) * g.Ho * g.Wo,
+                  bias ? bias[k] : T(0));
+    return;
+  }
+  const IsaKernels& isa = active_isa();  // one ISA for the whole call
+  const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
+  const WinogradKernels<T> wk = IsaKernelsOf<T>::winograd(isa);
+  const int64_t KC = gemm_blocking(uk).kc;
+  const int64_t a_size = round_up(g.K, uk.mr) * g.C;
+
+  T* u = thread_scratch<T>(kScratchPartials, 16 * g.K * g.C);
+  transform_weights(w, g.K, g.C, flip, u);
+  T* a = thread_scratch<T>(kScratchPackedA, 16 * a_size);
+  for (int xi = 0; xi < 16; ++xi)
+    pack_a_full(u + xi * g.K * g.C, g.C, 1, g.K, g.C, KC, uk.mr, a + xi * a_size);
+
+  switch (uk.nr) {
+    case 4: return winograd_panels<T, 4>(g, uk, wk, KC, a, a_size, x, bias, y);
+    case 8: return winograd_panels<T, 8>(g, uk, wk, KC, a, a_size, x, bias, y);
+    case 16: return winograd_panels<T, 16>(g, uk, wk, KC, a, a_size, x, bias, y);
+    case 32: return winograd_panels<T, 32>(g, uk, wk, KC, a, a_size, x, bias, y);
+  }
+}
+
+}  // namespace
+
+bool winograd_preferred(const Conv2dShape& s) {
+  const ConvAlgorithm algorithm = active_conv_algorithm();
+  if (algorithm == ConvAlgorithm::kGemm) return false;
+  const bool applies = s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 &&
+                       s.dil_h == 1 && s.dil_w == 1 && s.groups == 1;
+  if (!applies || algorithm == ConvAlgorithm::kWinograd) return applies;
+  // Auto: enough channels that the 16 GEMMs, not the transforms, dominate.
+  return s.C >= 16 && s.K >= 16;
+}
+
+template <typename T>
+void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const WinogradGeometry g =
+      make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
+  winograd_run(g, x, w, false, bias, y);
+}
+
+template <typename T>
+void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+  // dx[ih] = sum_r dy[ih + pad - r] w[r] = sum_r' dy[ih - (2 - pad) + r'] w[2 - r']
+  const WinogradGeometry g =
+      make_geometry(s.N, s.K, s.Ho, s.Wo, s.C, s.H, s.W, 2 - s.pad_h, 2 - s.pad_w);
+  winograd_run(g, dy, w, true, bias, dx);
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                            \
+  template void winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  template void winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv

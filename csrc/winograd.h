@@ -1,0 +1,21 @@
+// Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated, ungrouped layers: the forward
+// pass, and the input gradient as the same algorithm on the flipped, transposed weights. Same
+// shapes and semantics as conv.h. It does 2.25x fewer multiplications than the GEMM path, with
+// rounding errors of the same order (its transforms only add, subtract and halve).
+#pragma once
+
+#include "conv.h"
+
+namespace fastconv {
+
+// Whether the Winograd path takes this layer, under the algorithm chosen by
+// set_conv_algorithm ("auto": only where it pays, "winograd": wherever it applies, "gemm": never).
+bool winograd_preferred(const Conv2dShape& s);
+
+template <typename T>
+void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
+
+template <typename T>
+void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx);
+
+}  // namespace fastconv
