@@ -162,6 +162,131 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
   return packed;
 }
 
+// Weight gradient of an ungrouped layer as an implicit GEMM over a channels-last copy of x.
+//
+// Per batch chunk, x is copied once into xt (images x Hp x Wp x C, zero-padded: xt pixel
+// (ho*sh + r*dh, wo*sw + s*dw) is the input that output (ho, wo) meets at tap (r, s)), and dy
+// is packed once as the GEMM's A (K x L, L = chunk images * P, in the packed-A layout). Then
+// for every segment of dW columns
+//   undilated width (dw == 1): segment r, columns j = s*C + c    (S*C values contiguous in xt)
+//   dilated width:             segment (r, s), columns j = c
+//   dW_seg (K x width) += dy (K x L) * B (L x width),  B[l][j] = xt[pixel of l + segment][j]
+// the micro-kernel reads each B row in place through a row-pointer table (no packing of the
+// R*S-times larger column matrix); one pointer table per reduction block serves every column
+// panel. Tasks: (segment, group of MR-row panels), each over the whole reduction, so no
+// partial sums; their tiles go to a K_pad x width_pad buffer per segment, scattered into dW
+// at the end. Columns past width read the next values
+// of xt (finite, discarded).
+template <typename T>
+void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const int mr = uk.mr, nr = uk.nr;
+  const int64_t KC = gemm_blocking(uk).kc;
+  const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
+  const int64_t Wp = (s.Wo - 1) * s.stride_w + (S - 1) * s.dil_w + 1;
+  const int64_t image_size = Hp * Wp * C;
+  const bool wide = s.dil_w == 1;  // a segment spans every s of a window row
+  const int64_t segments = wide ? R : R * S, width = wide ? S * C : C;
+  const int64_t width_pad = round_up(width, nr), m_pad = round_up(K, mr);
+  const int64_t col_panels = width_pad / nr, row_panels = m_pad / mr;
+  constexpr int64_t kRowPanelsPerTask = 4;
+  const int64_t row_groups = ceil_div(row_panels, kRowPanelsPerTask);
+  const int64_t tasks = segments * row_groups;
+  const int64_t seg_size = m_pad * width_pad;
+
+  // Chunk of images: xt and packed dy together about 8 MiB (at least one image).
+  const int64_t per_image = (image_size + m_pad * P) * static_cast<int64_t>(sizeof(T));
+  const int64_t chunk = std::clamp<int64_t>((8 << 20) / std::max<int64_t>(per_image, 1), 1, s.N);
+  T* xt = thread_scratch<T>(kScratchColumns, chunk * image_size + nr);
+  T* a_packed = thread_scratch<T>(kScratchPackedA, m_pad * chunk * P);
+  T* acc = thread_scratch<T>(kScratchPartials, segments * seg_size);
+  const int nthreads_gemm =
+      threads_for(2.0 * s.N * P * m_pad * width_pad * segments, kMinFlopsPerThread, tasks);
+  const T** pointer_scratch = thread_scratch<const T*>(kScratchPackedB, nthreads_gemm * KC);
+  std::fill(xt + chunk * image_size, xt + chunk * image_size + nr, T(0));
+
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.N - n0), L = nb * P;
+    const int copy_threads = threads_for(double(nb) * (image_size + K * P), 1e5, nb * Hp);
+    // xt rows (image, padded row) and A blocks of the chunk.
+    parallel_for(nb * Hp, copy_threads, [&](int64_t task, int) {
+      const int64_t nl = task / Hp, row = task % Hp, ih = row - s.pad_h;
+      T* d = xt + nl * image_size + row * Wp * C;
+      if (!inside(ih, s.H)) {
+        std::fill(d, d + Wp * C, T(0));
+        return;
+      }
+      const int64_t iw_end = std::min(s.W, Wp - s.pad_w);  // padded column = iw + pad_w
+      std::fill(d, d + s.pad_w * C, T(0));
+      std::fill(d + std::max<int64_t>(iw_end + s.pad_w, s.pad_w) * C, d + Wp * C, T(0));
+      const T* src = x + (n0 + nl) * C * HW + ih * s.W;
+      T* interior = d + s.pad_w * C;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t iw = 0; iw < iw_end; ++iw) interior[iw * C + c] = src[c * HW + iw];
+    });
+    const int64_t blocks = ceil_div(L, KC);
+    parallel_for(blocks, copy_threads, [&](int64_t b, int) {
+      const int64_t l0 = b * KC, kc = std::min(KC, L - l0);
+      T* block = a_packed + l0 * m_pad;
+      for (int64_t i0 = 0; i0 < m_pad; i0 += mr) {
+        T* panel = block + i0 * kc;
+        const int64_t rows = std::min<int64_t>(mr, K - i0);
+        // Row r of the panel: contiguous runs of dy rows, one per image the block spans.
+        for (int64_t l = 0; l < kc;) {
+          const int64_t n = (l0 + l) / P, p = (l0 + l) % P, len = std::min(kc - l, P - p);
+          T* d = panel + l * mr;
+          for (int64_t r = 0; r < mr; ++r) {
+            if (r < rows) {
+              const T* src = dy + ((n0 + n) * K + i0 + r) * P + p;
+              for (int64_t j = 0; j < len; ++j) d[j * mr + r] = src[j];
+            } else {
+              for (int64_t j = 0; j < len; ++j) d[j * mr + r] = T(0);
+            }
+          }
+          l += len;
+        }
+      }
+    });
+    parallel_for(tasks, nthreads_gemm, [&](int64_t task, int thread) {
+      const int64_t seg = task / row_groups, group = task % row_groups;
+      const int64_t r = wide ? seg : seg / S, s0 = wide ? 0 : seg % S;
+      const int64_t seg_offset = (r * s.dil_h * Wp + s0 * s.dil_w) * C;
+      const T** rows = pointer_scratch + thread * KC;
+      T* seg_acc = acc + seg * seg_size;
+      const int64_t i_begin = group * kRowPanelsPerTask * mr;
+      const int64_t i_end = std::min(m_pad, i_begin + kRowPanelsPerTask * mr);
+      for (int64_t l0 = 0; l0 < L; l0 += KC) {
+        const int64_t kc = std::min(KC, L - l0);
+        int64_t n = l0 / P, p = l0 % P, ho = p / s.Wo, wo = p % s.Wo;
+        for (int64_t l = 0; l < kc; ++l) {
+          rows[l] = xt + n * image_size + (ho * s.stride_h * Wp + wo * s.stride_w) * C + seg_offset;
+          if (++wo == s.Wo) {
+            wo = 0;
+            if (++ho == s.Ho) ho = 0, ++n;
+          }
+        }
+        const T* block = a_packed + l0 * m_pad;
+        const bool accumulate = n0 > 0 || l0 > 0;
+        // One B panel (kc rows in L1) against the task's A panels (L2).
+        for (int64_t j = 0; j < col_panels; ++j)
+          for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
+            uk.indirect(kc, block + i0 * kc, rows, j * nr, seg_acc + i0 * width_pad + j * nr,
+                        width_pad, accumulate);
+      }
+    });
+  }
+  // dW[k][c][r][s] from the segment buffers.
+  parallel_for(K, threads_for(double(K) * C * R * S, 1e5, K), [&](int64_t k, int) {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t t = 0; t < S; ++t) {
+          const int64_t seg = wide ? r : r * S + t, j = wide ? t * C + c : c;
+          dw[((k * C + c) * R + r) * S + t] = acc[seg * seg_size + k * width_pad + j];
+        }
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -274,6 +399,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     std::fill(dw, dw + G * group_size, T(0));
     return;
   }
+  if (s.groups == 1) return weight_grad_channels_last(s, x, dy, dw);
   const MicroKernel<T> uk = active_microkernel<T>();
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);

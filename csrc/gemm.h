@@ -191,10 +191,10 @@ void gemm_rows(const MicroKernel<T>& uk, const GemmBlocking& blk, int64_t M, int
         const int64_t m = std::min<int64_t>(mr, M - i0);
         T* c_tile = c + i0 * ldc + j0;
         if (m == mr && cols == nr) {
-          uk.indirect(kc, a + i0 * kc, rows, c_tile, ldc, acc);
+          uk.indirect(kc, a + i0 * kc, rows, 0, c_tile, ldc, acc);
           continue;
         }
-        uk.indirect(kc, a + i0 * kc, rows, edge, nr, false);
+        uk.indirect(kc, a + i0 * kc, rows, 0, edge, nr, false);
         store_partial_tile(edge, nr, m, cols, c_tile, ldc, acc);
       }
     }

@@ -18,12 +18,13 @@ template <typename T>
 using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                bool accumulate);
 
-// The same tile, with row k of B read from b_rows[k] (NR values anywhere in memory): lets the
-// convolution point into the image where a panel row is a contiguous run of it, instead of
-// copying it into a packed panel.
+// The same tile, with row k of B read from b_rows[k] + b_offset (NR values anywhere in memory):
+// lets the convolution point into the image where a panel row is a contiguous run of it,
+// instead of copying it into a packed panel; b_offset lets one pointer table serve the
+// neighbouring column panels.
 template <typename T>
-using MicroKernelIndirectFn = void (*)(int64_t kc, const T* a, const T* const* b_rows, T* c,
-                                       int64_t ldc, bool accumulate);
+using MicroKernelIndirectFn = void (*)(int64_t kc, const T* a, const T* const* b_rows,
+                                       int64_t b_offset, T* c, int64_t ldc, bool accumulate);
 
 template <typename T>
 struct MicroKernel {

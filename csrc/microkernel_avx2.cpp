@@ -24,7 +24,8 @@ struct PackedRows {
 template <typename T>
 struct PointerRows {
   const T* const* rows;
-  const T* row(int64_t k) const { return rows[k]; }
+  int64_t offset;
+  const T* row(int64_t k) const { return rows[k] + offset; }
 };
 
 template <typename Rows>
@@ -118,17 +119,18 @@ void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, floa
   gemm_f32_6x16(kc, a, PackedRows<float, 16>{b}, c, ldc, accumulate);
 }
 void gemm_ukernel_f32_6x16_indirect_avx2(int64_t kc, const float* a, const float* const* b_rows,
-                                         float* c, int64_t ldc, bool accumulate) {
-  gemm_f32_6x16(kc, a, PointerRows<float>{b_rows}, c, ldc, accumulate);
+                                         int64_t b_offset, float* c, int64_t ldc,
+                                         bool accumulate) {
+  gemm_f32_6x16(kc, a, PointerRows<float>{b_rows, b_offset}, c, ldc, accumulate);
 }
 void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, double* c,
                                int64_t ldc, bool accumulate) {
   gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
 }
 void gemm_ukernel_f64_6x8_indirect_avx2(int64_t kc, const double* a,
-                                        const double* const* b_rows, double* c, int64_t ldc,
-                                        bool accumulate) {
-  gemm_f64_6x8(kc, a, PointerRows<double>{b_rows}, c, ldc, accumulate);
+                                        const double* const* b_rows, int64_t b_offset,
+                                        double* c, int64_t ldc, bool accumulate) {
+  gemm_f64_6x8(kc, a, PointerRows<double>{b_rows, b_offset}, c, ldc, accumulate);
 }
 
 const IsaKernels kAvx2 = {

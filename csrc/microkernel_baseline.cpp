@@ -72,9 +72,11 @@ void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc
 }
 
 template <typename T>
-void gemm_ukernel_indirect_baseline(int64_t kc, const T* a, const T* const* b_rows, T* c,
+void gemm_ukernel_indirect_baseline(int64_t kc, const T* a, const T* const* b_rows,
+                                    int64_t b_offset, T* c,
                                     int64_t ldc, bool accumulate) {
-  gemm_6x2v(kc, a, [b_rows](int64_t k) { return b_rows[k]; }, c, ldc, accumulate);
+  gemm_6x2v(kc, a, [b_rows, b_offset](int64_t k) { return b_rows[k] + b_offset; }, c, ldc,
+            accumulate);
 }
 
 const IsaKernels kBaseline = {
