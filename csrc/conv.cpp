@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "channels_last.h"
 #include "common.h"
 #include "depthwise.h"
 #include "dispatch.h"
@@ -175,8 +176,7 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
 // R*S-times larger column matrix); one pointer table per reduction block serves every column
 // panel. Tasks: (segment, group of MR-row panels), each over the whole reduction, so no
 // partial sums; their tiles go to a K_pad x width_pad buffer per segment, scattered into dW
-// at the end. Columns past width read the next values
-// of xt (finite, discarded).
+// at the end. Columns past width read the next values of xt (finite, discarded).
 template <typename T>
 void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
@@ -190,8 +190,10 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   const int64_t segments = wide ? R : R * S, width = wide ? S * C : C;
   const int64_t width_pad = round_up(width, nr), m_pad = round_up(K, mr);
   const int64_t col_panels = width_pad / nr, row_panels = m_pad / mr;
-  constexpr int64_t kRowPanelsPerTask = 4;
-  const int64_t row_groups = ceil_div(row_panels, kRowPanelsPerTask);
+  // Groups of at most 4 row panels (their A panels stay in L1 with one B panel), as even as
+  // possible so that the tasks weigh the same.
+  const int64_t row_groups = ceil_div(row_panels, 4);
+  const int64_t panels_per_group = ceil_div(row_panels, row_groups);
   const int64_t tasks = segments * row_groups;
   const int64_t seg_size = m_pad * width_pad;
 
@@ -211,19 +213,9 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
     const int copy_threads = threads_for(double(nb) * (image_size + K * P), 1e5, nb * Hp);
     // xt rows (image, padded row) and A blocks of the chunk.
     parallel_for(nb * Hp, copy_threads, [&](int64_t task, int) {
-      const int64_t nl = task / Hp, row = task % Hp, ih = row - s.pad_h;
-      T* d = xt + nl * image_size + row * Wp * C;
-      if (!inside(ih, s.H)) {
-        std::fill(d, d + Wp * C, T(0));
-        return;
-      }
-      const int64_t iw_end = std::min(s.W, Wp - s.pad_w);  // padded column = iw + pad_w
-      std::fill(d, d + s.pad_w * C, T(0));
-      std::fill(d + std::max<int64_t>(iw_end + s.pad_w, s.pad_w) * C, d + Wp * C, T(0));
-      const T* src = x + (n0 + nl) * C * HW + ih * s.W;
-      T* interior = d + s.pad_w * C;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t iw = 0; iw < iw_end; ++iw) interior[iw * C + c] = src[c * HW + iw];
+      const int64_t nl = task / Hp, row = task % Hp;
+      channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w, row, Wp, C,
+                        xt + nl * image_size + row * Wp * C);
     });
     const int64_t blocks = ceil_div(L, KC);
     parallel_for(blocks, copy_threads, [&](int64_t b, int) {
@@ -254,8 +246,8 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
       const int64_t seg_offset = (r * s.dil_h * Wp + s0 * s.dil_w) * C;
       const T** rows = pointer_scratch + thread * KC;
       T* seg_acc = acc + seg * seg_size;
-      const int64_t i_begin = group * kRowPanelsPerTask * mr;
-      const int64_t i_end = std::min(m_pad, i_begin + kRowPanelsPerTask * mr);
+      const int64_t i_begin = group * panels_per_group * mr;
+      const int64_t i_end = std::min(m_pad, i_begin + panels_per_group * mr);
       for (int64_t l0 = 0; l0 < L; l0 += KC) {
         const int64_t kc = std::min(KC, L - l0);
         int64_t n = l0 / P, p = l0 % P, ho = p / s.Wo, wo = p % s.Wo;
@@ -399,6 +391,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     std::fill(dw, dw + G * group_size, T(0));
     return;
   }
+  if (winograd_preferred(s)) return winograd_weight_grad(s, x, dy, dw);
   if (s.groups == 1) return weight_grad_channels_last(s, x, dy, dw);
   const MicroKernel<T> uk = active_microkernel<T>();
   const GemmBlocking blk = gemm_blocking(uk);

@@ -101,11 +101,17 @@ struct WinogradPanel {
 //               channel c (lanes past the last run are zero)
 // output_panel: the 2x2 tiles of output channels [k0, k0+kn) = A^T M A + bias (bias may be
 //               null), where M[xi][k - k0][lane] = m[xi*m_stride + (k - k0)*NR + lane]
+// input_tile, grad_tile: the weight gradient's transforms of one tile, on channels-last
+//               copies, vectorised along the channels (see winograd_transforms.inc)
 template <typename T>
 struct WinogradKernels {
   void (*input_panel)(const WinogradPanel& p, const T* x, T* v);
   void (*output_panel)(const WinogradPanel& p, const T* m, int64_t m_stride, int64_t k0,
                        int64_t kn, const T* bias, T* y);
+  void (*input_tile)(const T* in, int64_t row, int64_t pixel, int64_t channels, T* out,
+                     int64_t out_stride);
+  void (*grad_tile)(const T* in, int64_t row, int64_t pixel, int64_t channels, T* out,
+                    int64_t out_stride);
 };
 
 struct IsaKernels {

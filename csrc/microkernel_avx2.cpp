@@ -141,8 +141,10 @@ const IsaKernels kAvx2 = {
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &flat_correlate<double>, &flat_dots<double>},
-    {&winograd_input_panel<float, 16>, &winograd_output_panel<float, 16>},
-    {&winograd_input_panel<double, 8>, &winograd_output_panel<double, 8>},
+    {&winograd_input_panel<float, 16>, &winograd_output_panel<float, 16>,
+     &winograd_input_tile_cl<float>, &winograd_grad_tile_cl<float>},
+    {&winograd_input_panel<double, 8>, &winograd_output_panel<double, 8>,
+     &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
     &kPoolRowKernelsAvx2,
 };
 

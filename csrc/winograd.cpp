@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "channels_last.h"
 #include "common.h"
 #include "dispatch.h"
 #include "gemm.h"
@@ -158,6 +159,123 @@ void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, 
   }
 }
 
+// The weight gradient, dW = G^T (sum over tiles of (A dY A^T) (.) (B^T d B)) G.
+// Per batch chunk, x and dy are copied once into channels-last buffers (x zero-padded so that
+// tile (ti, tj) reads padded pixels 2ti..2ti+3 x 2tj..2tj+3; dy zero past Ho, Wo; channels
+// padded to C_pad, K_pad). Per split of the chunk's tiles (fixed ranges, one task each, so the
+// result depends only on the thread count), blocks of KT tiles are transformed along the
+// channels straight into GEMM operands whose reduction runs over the tiles:
+//   V[xi] as packed B (KT x C_pad, NR-column panels), Z[xi] as packed A (K_pad x KT, MR rows)
+//   dU_split[xi] (K_pad x C_pad) += Z[xi] * V[xi]                             micro-kernels
+// then dW[k][c] = G^T (sum over splits, in split order, of dU[.][k][c]) G.
+template <typename T>
+void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>& uk,
+                                const WinogradKernels<T>& wk, const T* x, const T* dy, T* dw) {
+  const int MR = uk.mr, NR = uk.nr;
+  const int64_t C = g.C, K = g.K, c_pad = round_up(C, NR), k_pad = round_up(K, MR);
+  const int64_t c_panels = c_pad / NR, k_panels = k_pad / MR;
+  const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw;
+  const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;  // padded input planes
+  const int64_t x_image = Hp * Wp * c_pad, dy_image = 4 * per_image * k_pad;
+  const int64_t chunk = std::clamp<int64_t>(
+      (8 << 20) / ((x_image + dy_image) * static_cast<int64_t>(sizeof(T))), 1, g.N);
+  // KT: V and Z of one block about 512 KiB together (L2).
+  const int64_t kt = std::clamp<int64_t>(
+      (512 << 10) / (16 * (c_pad + k_pad) * static_cast<int64_t>(sizeof(T))), 16, 256);
+  const int nthreads = threads_for(32.0 * K * C * g.N * per_image, kMinFlopsPerThread,
+                                   ceil_div(chunk * per_image, kt));
+  const int64_t splits = nthreads;
+  const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * k_pad * kt;
+  const int64_t per_thread = vb_size + za_size + 16 * k_pad;
+  const int64_t du_size = 16 * k_pad * c_pad;
+  T* xt = thread_scratch<T>(kScratchColumns, chunk * x_image);
+  T* dyt = thread_scratch<T>(kScratchPackedA, chunk * dy_image);
+  T* operands = thread_scratch<T>(kScratchPackedB, nthreads * per_thread);
+  T* du = thread_scratch<T>(kScratchPartials, splits * du_size);
+  std::fill(du, du + splits * du_size, T(0));
+
+  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, g.N - n0), tiles = nb * per_image;
+    const int64_t rows = Hp + 2 * th;  // copy tasks per image: x rows, then dy rows
+    parallel_for(nb * rows, threads_for(double(nb) * (x_image + dy_image), 1e5, nb * rows),
+                 [&](int64_t task, int) {
+                   const int64_t nl = task / rows, row = task % rows;
+                   if (row < Hp) {
+                     channels_last_row(x + (n0 + nl) * C * g.H * g.W, C, g.H, g.W, g.pad_h,
+                                       g.pad_w, row, Wp, c_pad,
+                                       xt + nl * x_image + row * Wp * c_pad);
+                   } else {
+                     const int64_t r = row - Hp;
+                     channels_last_row(dy + (n0 + nl) * K * g.Ho * g.Wo, K, g.Ho, g.Wo,
+                                       int64_t(0), int64_t(0), r, 2 * tw, k_pad,
+                                       dyt + nl * dy_image + r * 2 * tw * k_pad);
+                   }
+                 });
+    const int64_t blocks = ceil_div(tiles, kt);
+    parallel_for(splits, nthreads, [&](int64_t split, int thread) {
+      T* vb = operands + thread * per_thread;
+      T* za = vb + vb_size;
+      T* z = za + za_size;  // one tile's Z, channels contiguous
+      T* du_split = du + split * du_size;
+      for (int64_t b = blocks * split / splits; b < blocks * (split + 1) / splits; ++b) {
+        const int64_t first = b * kt, count = std::min(kt, tiles - first);
+        for (int64_t tl = 0; tl < count; ++tl) {
+          const int64_t t = first + tl, n = t / per_image, ti = (t % per_image) / tw;
+          const int64_t tj = t % tw;
+          const T* xin = xt + n * x_image + (2 * ti * Wp + 2 * tj) * c_pad;
+          for (int64_t cp = 0; cp < c_panels; ++cp)
+            wk.input_tile(xin + cp * NR, Wp * c_pad, c_pad, NR, vb + (cp * kt + tl) * NR,
+                          c_panels * kt * NR);
+          const T* din = dyt + n * dy_image + (2 * ti * 2 * tw + 2 * tj) * k_pad;
+          wk.grad_tile(din, 2 * tw * k_pad, k_pad, k_pad, z, k_pad);
+          for (int xi = 0; xi < 16; ++xi)
+            for (int64_t kp = 0; kp < k_panels; ++kp) {
+              const T* src = z + xi * k_pad + kp * MR;
+              T* d = za + ((xi * k_panels + kp) * kt + tl) * MR;
+              if (MR == 6) {  // every ISA's MR: a fixed-size copy, not a memcpy call
+                d[0] = src[0], d[1] = src[1], d[2] = src[2];
+                d[3] = src[3], d[4] = src[4], d[5] = src[5];
+              } else {
+                for (int i = 0; i < MR; ++i) d[i] = src[i];
+              }
+            }
+        }
+        for (int xi = 0; xi < 16; ++xi)
+          for (int64_t kp = 0; kp < k_panels; ++kp)
+            for (int64_t cp = 0; cp < c_panels; ++cp)
+              uk.fn(count, za + (xi * k_panels + kp) * kt * MR,
+                    vb + (xi * c_panels + cp) * kt * NR,
+                    du_split + xi * k_pad * c_pad + kp * MR * c_pad + cp * NR, c_pad, true);
+      }
+    });
+  }
+
+  const T half = T(0.5);
+  parallel_for(K, threads_for(double(K) * C * 16 * splits, 1e5, K), [&](int64_t k, int) {
+    for (int64_t c = 0; c < C; ++c) {
+      T m[4][4];
+      for (int xi = 0; xi < 16; ++xi) {
+        T sum = du[xi * k_pad * c_pad + k * c_pad + c];
+        for (int64_t sp = 1; sp < splits; ++sp)
+          sum += du[sp * du_size + xi * k_pad * c_pad + k * c_pad + c];
+        m[xi / 4][xi % 4] = sum;
+      }
+      T gm[3][4];  // G^T M, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]
+      for (int j = 0; j < 4; ++j) {
+        gm[0][j] = m[0][j] + half * (m[1][j] + m[2][j]);
+        gm[1][j] = half * (m[1][j] - m[2][j]);
+        gm[2][j] = half * (m[1][j] + m[2][j]) + m[3][j];
+      }
+      T* out = dw + (k * C + c) * 9;
+      for (int i = 0; i < 3; ++i) {  // (G^T M) G
+        out[i * 3 + 0] = gm[i][0] + half * (gm[i][1] + gm[i][2]);
+        out[i * 3 + 1] = half * (gm[i][1] - gm[i][2]);
+        out[i * 3 + 2] = half * (gm[i][1] + gm[i][2]) + gm[i][3];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 bool winograd_preferred(const Conv2dShape& s) {
@@ -185,7 +303,23 @@ void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T*
   winograd_run(g, dy, w, true, bias, dx);
 }
 
+template <typename T>
+void winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  if (s.K == 0 || s.C == 0) return;
+  const WinogradGeometry g =
+      make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
+  if (g.N * g.tiles_h * g.tiles_w == 0) {
+    std::fill(dw, dw + s.K * s.C * 9, T(0));
+    return;
+  }
+  const IsaKernels& isa = active_isa();  // one ISA for the whole call
+  const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
+  const WinogradKernels<T> wk = IsaKernelsOf<T>::winograd(isa);
+  winograd_weight_grad_tiles(g, uk, wk, x, dy, dw);
+}
+
 #define FASTCONV_INSTANTIATE(T)                                                            \
+  template void winograd_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);      \
   template void winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
   template void winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);
 FASTCONV_INSTANTIATE(float)

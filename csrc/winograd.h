@@ -1,5 +1,6 @@
 // Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated, ungrouped layers: the forward
-// pass, and the input gradient as the same algorithm on the flipped, transposed weights. Same
+// pass, the input gradient as the same algorithm on the flipped, transposed weights, and the
+// weight gradient from the same input tiles and the matching output-gradient tiles. Same
 // shapes and semantics as conv.h. It does 2.25x fewer multiplications than the GEMM path, with
 // rounding errors of the same order (its transforms only add, subtract and halve).
 #pragma once
@@ -17,5 +18,8 @@ void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
 
 template <typename T>
 void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx);
+
+template <typename T>
+void winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw);
 
 }  // namespace fastconv
