@@ -284,7 +284,8 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (depthwise_preferred(s)) return depthwise_forward(s, x, w, bias, y);
-  if (winograd_preferred(s)) return winograd_forward(s, x, w, bias, y);
+  if (winograd_preferred(s) && all_finite(x, s.N * s.C * s.H * s.W, w, s.K * s.C * 9))
+    return winograd_forward(s, x, w, bias, y);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.K == 0 || P == 0) return;
@@ -331,7 +332,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <typename T>
 void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
   if (depthwise_preferred(s)) return depthwise_input_grad(s, w, dy, bias, dx);
-  if (winograd_preferred(s)) return winograd_input_grad(s, w, dy, bias, dx);
+  if (winograd_preferred(s) && all_finite(dy, s.N * s.K * s.Ho * s.Wo, w, s.K * s.C * 9))
+    return winograd_input_grad(s, w, dy, bias, dx);
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S, CRS = Cg * RS;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;
@@ -391,7 +393,9 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     std::fill(dw, dw + G * group_size, T(0));
     return;
   }
-  if (winograd_preferred(s)) return winograd_weight_grad(s, x, dy, dw);
+  if (winograd_preferred(s) &&
+      all_finite(x, s.N * s.C * s.H * s.W, dy, s.N * s.K * s.Ho * s.Wo))
+    return winograd_weight_grad(s, x, dy, dw);
   if (s.groups == 1) return weight_grad_channels_last(s, x, dy, dw);
   const MicroKernel<T> uk = active_microkernel<T>();
   const GemmBlocking blk = gemm_blocking(uk);

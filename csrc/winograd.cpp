@@ -19,6 +19,9 @@
 #include "winograd.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <type_traits>
 #include <cstdint>
 
 #include "channels_last.h"
@@ -289,6 +292,33 @@ bool winograd_preferred(const Conv2dShape& s) {
 }
 
 template <typename T>
+bool all_finite(const T* a, int64_t n, const T* b, int64_t m) {
+  // Integer test of the exponent bits (vectorises without fast-math): adding one unit to an
+  // all-ones exponent carries into the sign bit. Blocks are scanned in parallel (memory-bound).
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr int kMantissa = sizeof(T) == 4 ? 23 : 52;
+  constexpr Bits kExponent = (sizeof(T) == 4 ? Bits(0xff) : Bits(0x7ff)) << kMantissa;
+  constexpr Bits kCarry = Bits(1) << kMantissa, kSign = Bits(1) << (8 * sizeof(T) - 1);
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks_a = ceil_div(n, kBlock), blocks = blocks_a + ceil_div(m, kBlock);
+  std::atomic<bool> finite{true};
+  parallel_for(blocks, threads_for(double(n + m), 1e6, blocks), [&](int64_t block, int) {
+    const bool in_a = block < blocks_a;
+    const int64_t start = (in_a ? block : block - blocks_a) * kBlock;
+    const T* p = (in_a ? a : b) + start;
+    const int64_t len = std::min(kBlock, (in_a ? n : m) - start);
+    Bits acc = 0;
+    for (int64_t i = 0; i < len; ++i) {
+      Bits bits;
+      std::memcpy(&bits, p + i, sizeof bits);
+      acc |= (bits & kExponent) + kCarry;
+    }
+    if (acc & kSign) finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load(std::memory_order_relaxed);
+}
+
+template <typename T>
 void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const WinogradGeometry g =
       make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
@@ -319,6 +349,7 @@ void winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) 
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                            \
+  template bool all_finite<T>(const T*, int64_t, const T*, int64_t);                     \
   template void winograd_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);      \
   template void winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
   template void winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);

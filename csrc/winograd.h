@@ -13,6 +13,12 @@ namespace fastconv {
 // set_conv_algorithm ("auto": only where it pays, "winograd": wherever it applies, "gemm": never).
 bool winograd_preferred(const Conv2dShape& s);
 
+// Whether a[0, n) and b[0, m) hold only finite values. The transforms mix an infinity with its
+// neighbours (inf - inf = NaN where a direct sum gives +-inf), so the callers take the GEMM
+// path, whose results propagate NaN and infinities as PyTorch's do, for any other input.
+template <typename T>
+bool all_finite(const T* a, int64_t n, const T* b, int64_t m);
+
 template <typename T>
 void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
 

@@ -159,3 +159,32 @@ def test_algorithm_environment_variable():
     proc = run_child(code, {"FASTCONV_ALGORITHM": "fastest"})
     assert proc.returncode != 0, child_report(proc)
     assert "FASTCONV_ALGORITHM='fastest' is not one of" in proc.stderr, child_report(proc)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
+def test_non_finite_values_propagate_as_on_the_gemm_path(value):
+    """Winograd would turn one infinity into NaNs around it; such inputs take the GEMM path."""
+    rng = np.random.default_rng(7)
+    x = rand(rng, (2, 16, 8, 8), np.float32)
+    w = np.abs(rand(rng, (16, 16, 3, 3), np.float32))
+    dy = np.ones((2, 16, 8, 8), np.float32)
+    bad_x, bad_w, bad_dy = x.copy(), w.copy(), dy.copy()
+    bad_x[1, 3, 2, 5] = value
+    bad_w[4, 2, 1, 1] = value
+    bad_dy[0, 7, 6, 1] = value
+    calls = {
+        "forward x": lambda: fastconv.conv2d(bad_x, w, padding=1),
+        "forward w": lambda: fastconv.conv2d(x, bad_w, padding=1),
+        "input_grad dy": lambda: fastconv.conv2d_input_grad(x.shape, w, bad_dy, padding=1),
+        "input_grad w": lambda: fastconv.conv2d_input_grad(x.shape, bad_w, dy, padding=1),
+        "weight_grad x": lambda: fastconv.conv2d_weight_grad(bad_x, w.shape, dy, padding=1),
+        "weight_grad dy": lambda: fastconv.conv2d_weight_grad(x, w.shape, bad_dy, padding=1),
+    }
+    for what, call in calls.items():
+        fastconv.set_algorithm("gemm")
+        want = call()
+        fastconv.set_algorithm("winograd")
+        got = call()
+        assert np.isinf(want).any() or np.isnan(want).any(), what
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)], err_msg=what)
