@@ -26,12 +26,19 @@ template <typename T>
 using MicroKernelIndirectFn = void (*)(int64_t kc, const T* a, const T* const* b_rows,
                                        int64_t b_offset, T* c, int64_t ldc, bool accumulate);
 
+// The same tile with row i of A read from a_rows[i] (kc values anywhere in memory, i < MR)
+// and B packed: lets a channels-last convolution point at each output pixel's run of input.
+template <typename T>
+using MicroKernelIndirectAFn = void (*)(int64_t kc, const T* const* a_rows, const T* b, T* c,
+                                        int64_t ldc, bool accumulate);
+
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
   MicroKernelFn<T> fn;
   MicroKernelIndirectFn<T> indirect;
+  MicroKernelIndirectAFn<T> indirect_a;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are

@@ -32,8 +32,9 @@ inline Vec16<T> load16(const T* p) {
 // 6 rows x 2 vectors (6x8 floats, 6x4 doubles): twelve named accumulators, which the compiler
 // keeps in registers (an array of them would be stored back to memory on every step).
 // Row k of B: b_rows(k) (a packed panel, or a pointer table for the indirect kernel).
-template <typename T, typename Rows>
-void gemm_6x2v(int64_t kc, const T* a, Rows b_rows, T* c, int64_t ldc, bool accumulate) {
+// Row k of B: b_rows(k); A(i, k): a_at(k, i) (packed a[k*6 + i], or row pointers).
+template <typename T, typename ARows, typename Rows>
+void gemm_6x2v(int64_t kc, ARows a_at, Rows b_rows, T* c, int64_t ldc, bool accumulate) {
   using V = Vec16<T>;
   constexpr int L = sizeof(V) / sizeof(T);
   V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
@@ -41,19 +42,20 @@ void gemm_6x2v(int64_t kc, const T* a, Rows b_rows, T* c, int64_t ldc, bool accu
   for (int64_t k = 0; k < kc; ++k) {
     const T* b = b_rows(k);
     const V b0 = load16(b), b1 = load16(b + L);
-    c00 += a[0] * b0;
-    c01 += a[0] * b1;
-    c10 += a[1] * b0;
-    c11 += a[1] * b1;
-    c20 += a[2] * b0;
-    c21 += a[2] * b1;
-    c30 += a[3] * b0;
-    c31 += a[3] * b1;
-    c40 += a[4] * b0;
-    c41 += a[4] * b1;
-    c50 += a[5] * b0;
-    c51 += a[5] * b1;
-    a += 6;
+    const T a0 = *a_at(k, 0), a1 = *a_at(k, 1), a2 = *a_at(k, 2);
+    const T a3 = *a_at(k, 3), a4 = *a_at(k, 4), a5 = *a_at(k, 5);
+    c00 += a0 * b0;
+    c01 += a0 * b1;
+    c10 += a1 * b0;
+    c11 += a1 * b1;
+    c20 += a2 * b0;
+    c21 += a2 * b1;
+    c30 += a3 * b0;
+    c31 += a3 * b1;
+    c40 += a4 * b0;
+    c41 += a4 * b1;
+    c50 += a5 * b0;
+    c51 += a5 * b1;
   }
   const V rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
@@ -68,21 +70,34 @@ template <typename T>
 void gemm_ukernel_baseline(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                            bool accumulate) {
   constexpr int64_t NR = 2 * sizeof(Vec16<T>) / sizeof(T);
-  gemm_6x2v(kc, a, [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
+  gemm_6x2v<T>(kc, [a](int64_t k, int i) { return a + k * 6 + i; },
+               [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
 }
 
 template <typename T>
 void gemm_ukernel_indirect_baseline(int64_t kc, const T* a, const T* const* b_rows,
                                     int64_t b_offset, T* c,
                                     int64_t ldc, bool accumulate) {
-  gemm_6x2v(kc, a, [b_rows, b_offset](int64_t k) { return b_rows[k] + b_offset; }, c, ldc,
-            accumulate);
+  gemm_6x2v<T>(kc, [a](int64_t k, int i) { return a + k * 6 + i; },
+               [b_rows, b_offset](int64_t k) { return b_rows[k] + b_offset; }, c, ldc,
+               accumulate);
+}
+
+template <typename T>
+void gemm_ukernel_indirect_a_baseline(int64_t kc, const T* const* a_rows, const T* b, T* c,
+                                      int64_t ldc, bool accumulate) {
+  constexpr int64_t NR = 2 * sizeof(Vec16<T>) / sizeof(T);
+  const T* p[6] = {a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]};
+  gemm_6x2v<T>(kc, [&p](int64_t k, int i) { return p[i] + k; },
+               [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
 }
 
 const IsaKernels kBaseline = {
     "baseline",
-    {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>},
-    {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>},
+    {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>,
+     &gemm_ukernel_indirect_a_baseline<float>},
+    {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>,
+     &gemm_ukernel_indirect_a_baseline<double>},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,

@@ -470,3 +470,35 @@ def test_depthwise_paths(isa, c):
     assert_close(fastconv.conv2d_weight_grad(x, w.shape, dy, *args),
                  ref.conv2d_weight_grad(x, w.shape, dy, *args), dt, y.shape[0] * y.shape[2] *
                  y.shape[3], "weight grad")
+
+
+def _channels_last_cases():
+    """Ungrouped layers the forward pass runs over a channels-last copy of x: strided,
+    dilated or narrower than a micro-kernel panel, with at least 16 values per window row."""
+    rng = np.random.default_rng(31)
+    cases = []
+    for _ in range(40):
+        R, S = KERNELS[int(rng.integers(len(KERNELS)))]
+        C = int(rng.choice([4, 6, 16, 19, 33]))
+        K = int(rng.choice([1, 5, 16, 17, 40]))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        H, W = int(rng.integers(R, 20)), int(rng.integers(S, 40))
+        H += (R - 1) * (dilation[0] - 1)
+        W += (S - 1) * (dilation[1] - 1)
+        cases.append(dict(N=int(rng.integers(1, 4)), C=C, H=H, W=W, K=K, R=R, S=S,
+                          stride=stride, padding=padding, dilation=dilation))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", _channels_last_cases(), ids=lambda c: fmt(c))
+def test_conv2d_channels_last_forward(c, dtype, isa):
+    rng = np.random.default_rng(c["C"] * 1000 + c["W"])
+    x = rand(rng, (c["N"], c["C"], c["H"], c["W"]), dtype)
+    w = rand(rng, (c["K"], c["C"], c["R"], c["S"]), dtype)
+    b = rand(rng, (c["K"],), dtype)
+    p = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
+    assert_close(fastconv.conv2d(x, w, b, **p), ref.conv2d(x, w, b, **p), dtype,
+                 c["C"] * c["R"] * c["S"])
