@@ -47,12 +47,14 @@ constexpr int kMaxNR = 32;
 // The forward pass reads NCHW panel rows in place only for stride 1, undilated, and output
 // rows at least a panel wide; elsewhere most rows would be gathered, and the channels-last
 // path is faster (measured: lenet_c2 2.8x, resnet_down, stem7x7 and dilated 1.2-1.3x),
-// provided a segment has enough channels to fill the micro-kernel's reduction.
+// provided a segment has enough channels to fill the micro-kernel's reduction and there are
+// enough output channels to fill half its width (lenet_c2's input gradient, 6 of 16, is 1.8x
+// slower there).
 inline bool forward_channels_last_preferred(const Conv2dShape& s, int nr) {
   const int64_t width = s.dil_w == 1 ? s.S * s.C : s.C;
   const bool gathered = s.stride_h > 1 || s.stride_w > 1 || s.dil_h > 1 || s.dil_w > 1 ||
                         s.Wo < nr;
-  return s.groups == 1 && width >= 16 && gathered;
+  return s.groups == 1 && width >= 16 && 2 * s.K >= nr && gathered;
 }
 
 // Row pointers of one forward B panel: col(q0:q0+kc, p0:p0+cols). Where a panel row is one
@@ -441,6 +443,22 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;
   const MicroKernel<T> uk = active_microkernel<T>();
+  // Stride 1: dx is the correlation of dy with the flipped, transposed weights and padding
+  // dil*(R-1) - pad, which the channels-last forward computes where it is the faster path.
+  const int64_t flip_pad_h = s.dil_h * (s.R - 1) - s.pad_h, flip_pad_w = s.dil_w * (s.S - 1) - s.pad_w;
+  if (s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && flip_pad_h >= 0 && flip_pad_w >= 0) {
+    const Conv2dShape t = {s.N, s.K, s.Ho, s.Wo, s.C, s.R, s.S, s.H, s.W, 1, 1,
+                           flip_pad_h, flip_pad_w, s.dil_h, s.dil_w, 1};
+    if (s.K > 0 && forward_channels_last_preferred(t, uk.nr)) {
+      const int64_t RS = s.R * s.S;
+      T* flipped = thread_scratch<T>(kScratchPartials, s.C * s.K * RS);
+      for (int64_t c = 0; c < s.C; ++c)  // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
+        for (int64_t k = 0; k < s.K; ++k)
+          for (int64_t i = 0; i < RS; ++i)
+            flipped[(c * s.K + k) * RS + i] = w[(k * s.C + c) * RS + RS - 1 - i];
+      return forward_channels_last(t, uk, dy, flipped, bias, dx);
+    }
+  }
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);
 

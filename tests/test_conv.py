@@ -473,8 +473,9 @@ def test_depthwise_paths(isa, c):
 
 
 def _channels_last_cases():
-    """Ungrouped layers the forward pass runs over a channels-last copy of x: strided,
-    dilated or narrower than a micro-kernel panel, with at least 16 values per window row."""
+    """Ungrouped layers the forward pass (and, at stride 1, the input gradient) runs over a
+    channels-last copy: strided, dilated or narrower than a micro-kernel panel, with at least
+    16 values per window row."""
     rng = np.random.default_rng(31)
     cases = []
     for _ in range(40):
@@ -500,5 +501,11 @@ def test_conv2d_channels_last_forward(c, dtype, isa):
     w = rand(rng, (c["K"], c["C"], c["R"], c["S"]), dtype)
     b = rand(rng, (c["K"],), dtype)
     p = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
-    assert_close(fastconv.conv2d(x, w, b, **p), ref.conv2d(x, w, b, **p), dtype,
-                 c["C"] * c["R"] * c["S"])
+    y = fastconv.conv2d(x, w, b, **p)
+    assert_close(y, ref.conv2d(x, w, b, **p), dtype, c["C"] * c["R"] * c["S"], "forward")
+    # With stride 1, the input gradient is the same path on the flipped weights.
+    p["stride"] = 1
+    dy = rand(rng, ref.conv2d(x, w, None, **p).shape, dtype)
+    assert_close(fastconv.conv2d_input_grad(x.shape, w, dy, **p),
+                 ref.conv2d_input_grad(x.shape, w, dy, **p), dtype, c["K"] * c["R"] * c["S"],
+                 "input_grad")
