@@ -59,7 +59,7 @@ class AlignedBuffer {
 // (its pointer stays valid until the same thread asks for that slot again); the parallel
 // regions of the call share them. Grows to the largest request, freed when the thread exits.
 enum ScratchSlot { kScratchPackedA = 0, kScratchPackedB, kScratchColumns, kScratchPartials,
-                   kScratchSlots };
+                   kScratchStacked, kScratchSlots };
 
 void* thread_scratch_bytes(ScratchSlot slot, size_t bytes);
 

@@ -475,7 +475,8 @@ def test_depthwise_paths(isa, c):
 def _channels_last_cases():
     """Ungrouped layers the forward pass (and, at stride 1, the input gradient) runs over a
     channels-last copy: strided, dilated or narrower than a micro-kernel panel, with at least
-    16 values per window row."""
+    16 values per window row, or with the window's rows stacked into the channels (few
+    channels); the weight gradient of every ungrouped layer runs there too."""
     rng = np.random.default_rng(31)
     cases = []
     for _ in range(40):
@@ -495,7 +496,7 @@ def _channels_last_cases():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("c", _channels_last_cases(), ids=lambda c: fmt(c))
-def test_conv2d_channels_last_forward(c, dtype, isa):
+def test_conv2d_channels_last_paths(c, dtype, isa):
     rng = np.random.default_rng(c["C"] * 1000 + c["W"])
     x = rand(rng, (c["N"], c["C"], c["H"], c["W"]), dtype)
     w = rand(rng, (c["K"], c["C"], c["R"], c["S"]), dtype)
@@ -503,6 +504,10 @@ def test_conv2d_channels_last_forward(c, dtype, isa):
     p = dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
     y = fastconv.conv2d(x, w, b, **p)
     assert_close(y, ref.conv2d(x, w, b, **p), dtype, c["C"] * c["R"] * c["S"], "forward")
+    dy = rand(rng, y.shape, dtype)
+    assert_close(fastconv.conv2d_weight_grad(x, w.shape, dy, **p),
+                 ref.conv2d_weight_grad(x, w.shape, dy, **p), dtype,
+                 c["N"] * y.shape[2] * y.shape[3], "weight_grad")
     # With stride 1, the input gradient is the same path on the flipped weights.
     p["stride"] = 1
     dy = rand(rng, ref.conv2d(x, w, None, **p).shape, dtype)
