@@ -197,7 +197,9 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
 template <typename T>
 void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
-  const MicroKernel<T> uk = active_microkernel<T>();
+  const IsaKernels& isa = active_isa();  // one ISA for the whole call
+  const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
+  const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(isa);
   const int mr = uk.mr, nr = uk.nr;
   const int64_t KC = gemm_blocking(uk).kc;
   const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
@@ -232,7 +234,7 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
     parallel_for(nb * Hp, copy_threads, [&](int64_t task, int) {
       const int64_t nl = task / Hp, row = task % Hp;
       channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w, row, Wp, C,
-                        xt + nl * image_size + row * Wp * C);
+                        xt + nl * image_size + row * Wp * C, transpose);
     });
     const int64_t blocks = ceil_div(L, KC);
     parallel_for(blocks, copy_threads, [&](int64_t b, int) {
@@ -312,6 +314,7 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
                            const T* w, const T* bias, T* y) {
   const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
   const int mr = uk.mr, nr = uk.nr;  // mr <= 8
+  const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
   const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
   const int64_t Wp = (s.Wo - 1) * s.stride_w + (S - 1) * s.dil_w + 1;
   const int64_t image_size = Hp * Wp * C;
@@ -348,7 +351,7 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
                  [&](int64_t task, int) {
                    const int64_t nl = task / Hp, row = task % Hp;
                    channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w, row,
-                                     Wp, C, xt + nl * image_size + row * Wp * C);
+                                     Wp, C, xt + nl * image_size + row * Wp * C, transpose);
                  });
     parallel_for(nb * blocks, nthreads, [&](int64_t task, int thread) {
       const int64_t nl = task / blocks, block = task % blocks;

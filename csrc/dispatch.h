@@ -36,12 +36,14 @@ struct IsaKernelsOf<float> {
   static const MicroKernel<float>& microkernel(const IsaKernels& k) { return k.f32; }
   static const PlaneKernels<float>& planes(const IsaKernels& k) { return k.planes_f32; }
   static const WinogradKernels<float>& winograd(const IsaKernels& k) { return k.winograd_f32; }
+  static TransposeFn<float> transpose(const IsaKernels& k) { return k.transpose_f32; }
 };
 template <>
 struct IsaKernelsOf<double> {
   static const MicroKernel<double>& microkernel(const IsaKernels& k) { return k.f64; }
   static const PlaneKernels<double>& planes(const IsaKernels& k) { return k.planes_f64; }
   static const WinogradKernels<double>& winograd(const IsaKernels& k) { return k.winograd_f64; }
+  static TransposeFn<double> transpose(const IsaKernels& k) { return k.transpose_f64; }
 };
 
 template <typename T>

@@ -121,6 +121,12 @@ struct WinogradKernels {
                     int64_t out_stride);
 };
 
+// dst[j*dst_stride + i] = src[i*src_stride + j] for i < rows, j < cols (the channels-last
+// copies: rows = channels, cols = pixels of one image row).
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                             int64_t dst_stride);
+
 struct IsaKernels {
   const char* name;
   MicroKernel<float> f32;
@@ -129,6 +135,8 @@ struct IsaKernels {
   PlaneKernels<double> planes_f64;
   WinogradKernels<float> winograd_f32;
   WinogradKernels<double> winograd_f64;
+  TransposeFn<float> transpose_f32;
+  TransposeFn<double> transpose_f64;
   const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
 

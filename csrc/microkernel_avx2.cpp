@@ -156,6 +156,77 @@ void gemm_ukernel_f64_6x8_indirect_a_avx2(int64_t kc, const double* const* a_row
   gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
 }
 
+// Transposes in 8x8 (float) / 4x4 (double) register blocks; the edges element by element.
+template <typename T>
+void transpose_edges(const T* src, int64_t src_stride, int64_t rows, int64_t cols, int64_t i0,
+                     int64_t j0, T* dst, int64_t dst_stride) {
+  for (int64_t i = 0; i < rows; ++i)  // columns past the blocks, for every row
+    for (int64_t j = j0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+  for (int64_t i = i0; i < rows; ++i)  // rows past the blocks, block columns
+    for (int64_t j = 0; j < j0; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
+void transpose_f32_avx2(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                        float* dst, int64_t dst_stride) {
+  const int64_t i_end = rows / 8 * 8, j_end = cols / 8 * 8;
+  for (int64_t i = 0; i < i_end; i += 8) {
+    for (int64_t j = 0; j < j_end; j += 8) {
+      const float* s = src + i * src_stride + j;
+      __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + src_stride);
+      __m256 r2 = _mm256_loadu_ps(s + 2 * src_stride), r3 = _mm256_loadu_ps(s + 3 * src_stride);
+      __m256 r4 = _mm256_loadu_ps(s + 4 * src_stride), r5 = _mm256_loadu_ps(s + 5 * src_stride);
+      __m256 r6 = _mm256_loadu_ps(s + 6 * src_stride), r7 = _mm256_loadu_ps(s + 7 * src_stride);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
+      r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+      r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
+      r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+      r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+      r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+      r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+      r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+      float* d = dst + j * dst_stride + i;
+      _mm256_storeu_ps(d, r0);
+      _mm256_storeu_ps(d + dst_stride, r1);
+      _mm256_storeu_ps(d + 2 * dst_stride, r2);
+      _mm256_storeu_ps(d + 3 * dst_stride, r3);
+      _mm256_storeu_ps(d + 4 * dst_stride, r4);
+      _mm256_storeu_ps(d + 5 * dst_stride, r5);
+      _mm256_storeu_ps(d + 6 * dst_stride, r6);
+      _mm256_storeu_ps(d + 7 * dst_stride, r7);
+    }
+  }
+  transpose_edges(src, src_stride, rows, cols, i_end, j_end, dst, dst_stride);
+}
+
+void transpose_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int64_t cols,
+                        double* dst, int64_t dst_stride) {
+  const int64_t i_end = rows / 4 * 4, j_end = cols / 4 * 4;
+  for (int64_t i = 0; i < i_end; i += 4) {
+    for (int64_t j = 0; j < j_end; j += 4) {
+      const double* s = src + i * src_stride + j;
+      const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + src_stride);
+      const __m256d r2 = _mm256_loadu_pd(s + 2 * src_stride);
+      const __m256d r3 = _mm256_loadu_pd(s + 3 * src_stride);
+      const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+      const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+      double* d = dst + j * dst_stride + i;
+      _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+      _mm256_storeu_pd(d + dst_stride, _mm256_permute2f128_pd(t1, t3, 0x20));
+      _mm256_storeu_pd(d + 2 * dst_stride, _mm256_permute2f128_pd(t0, t2, 0x31));
+      _mm256_storeu_pd(d + 3 * dst_stride, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
+  }
+  transpose_edges(src, src_stride, rows, cols, i_end, j_end, dst, dst_stride);
+}
+
 const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2,
@@ -170,6 +241,8 @@ const IsaKernels kAvx2 = {
      &winograd_input_tile_cl<float>, &winograd_grad_tile_cl<float>},
     {&winograd_input_panel<double, 8>, &winograd_output_panel<double, 8>,
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
+    &transpose_f32_avx2,
+    &transpose_f64_avx2,
     &kPoolRowKernelsAvx2,
 };
 

@@ -92,6 +92,18 @@ void gemm_ukernel_indirect_a_baseline(int64_t kc, const T* const* a_rows, const 
                [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
 }
 
+// Eight rows at a time: eight sequential read streams, one contiguous run written per column.
+template <typename T>
+void transpose_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                        int64_t dst_stride) {
+  int64_t i0 = 0;
+  for (; i0 + 8 <= rows; i0 += 8)
+    for (int64_t j = 0; j < cols; ++j)
+      for (int i = 0; i < 8; ++i) dst[j * dst_stride + i0 + i] = src[(i0 + i) * src_stride + j];
+  for (int64_t i = i0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
 const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>,
@@ -106,6 +118,8 @@ const IsaKernels kBaseline = {
      &winograd_input_tile_cl<float>, &winograd_grad_tile_cl<float>},
     {&winograd_input_panel<double, 4>, &winograd_output_panel<double, 4>,
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
+    &transpose_baseline<float>,
+    &transpose_baseline<double>,
     nullptr,
 };
 

@@ -175,6 +175,7 @@ template <typename T>
 void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>& uk,
                                 const WinogradKernels<T>& wk, const T* x, const T* dy, T* dw) {
   const int MR = uk.mr, NR = uk.nr;
+  const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
   const int64_t C = g.C, K = g.K, c_pad = round_up(C, NR), k_pad = round_up(K, MR);
   const int64_t c_panels = c_pad / NR, k_panels = k_pad / MR;
   const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw;
@@ -206,12 +207,12 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
                    if (row < Hp) {
                      channels_last_row(x + (n0 + nl) * C * g.H * g.W, C, g.H, g.W, g.pad_h,
                                        g.pad_w, row, Wp, c_pad,
-                                       xt + nl * x_image + row * Wp * c_pad);
+                                       xt + nl * x_image + row * Wp * c_pad, transpose);
                    } else {
                      const int64_t r = row - Hp;
                      channels_last_row(dy + (n0 + nl) * K * g.Ho * g.Wo, K, g.Ho, g.Wo,
                                        int64_t(0), int64_t(0), r, 2 * tw, k_pad,
-                                       dyt + nl * dy_image + r * 2 * tw * k_pad);
+                                       dyt + nl * dy_image + r * 2 * tw * k_pad, transpose);
                    }
                  });
     const int64_t blocks = ceil_div(tiles, kt);
