@@ -3,10 +3,11 @@
     python bench/run.py [--threads 2] [--dtype float32] [--filter resnet] [--json out.json]
 
 Shapes come from conv_suite.txt and pool_suite.txt beside this file (one shape a line).
-Each row times fastconv and, when importable, PyTorch at the same thread count; the calls are
-interleaved (fastconv, peer, fastconv, peer, ...) so that machine noise hits both alike, and
-the median of the repetitions is reported. ratio = peer time / fastconv time (> 1: fastconv
-is faster); the last lines give the geometric mean of the ratios per pass.
+Each row times fastconv and, when importable, PyTorch (and, for the float32 forward pass,
+ONNX Runtime) at the same thread count; the calls are interleaved (fastconv, peer, fastconv,
+peer, ...) so that machine noise hits both alike, and the median of the repetitions is
+reported. ratio = peer time / fastconv time (> 1: fastconv is faster); "best" is the ratio
+against the faster peer; the last lines give the geometric mean of the ratios per pass.
 """
 
 from __future__ import annotations
@@ -64,6 +65,39 @@ def set_threads(threads: int, use_torch: bool = True):
     return torch
 
 
+def import_onnxruntime(threads: int, wanted: bool = True):
+    """(onnxruntime, onnx) when both are importable and wanted, else None."""
+    if not wanted:
+        return None
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime, onnx, threads
+
+
+def onnxruntime_conv(ort, case, w):
+    """An ONNX Runtime session running one Conv node (weights as an initializer) on x."""
+    onnxruntime, onnx, threads = ort
+    helper = onnx.helper
+    stride, padding, dilation = case["stride"], case["padding"], case["dilation"]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[stride, stride],
+                            pads=[padding] * 4, dilations=[dilation, dilation],
+                            group=case["groups"], kernel_shape=list(case["weight"][2:]))
+    graph = helper.make_graph(
+        [node], "conv",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(case["input"]))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                        providers=["CPUExecutionProvider"])
+
+
 def read_suite(path: Path) -> list[list[str]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -106,7 +140,7 @@ def time_interleaved(functions: dict, min_seconds: float = 0.4, max_reps: int = 
     return {name: statistics.median(ts) for name, ts in samples.items()}
 
 
-def conv_functions(case, rng, torch):
+def conv_functions(case, rng, torch, ort=None):
     x = rng.standard_normal(case["input"]).astype(case["dtype"])
     w = rng.standard_normal(case["weight"]).astype(case["dtype"])
     args = (case["stride"], case["padding"], case["dilation"], case["groups"])
@@ -124,6 +158,9 @@ def conv_functions(case, rng, torch):
         passes["forward"]["torch"] = lambda: F.conv2d(xt, wt, None, *args)
         passes["input_grad"]["torch"] = lambda: grad.conv2d_input(x.shape, wt, dyt, *args)
         passes["weight_grad"]["torch"] = lambda: grad.conv2d_weight(xt, w.shape, dyt, *args)
+    if ort is not None and case["dtype"] == np.float32:
+        session = onnxruntime_conv(ort, case, w)
+        passes["forward"]["onnxruntime"] = lambda: session.run(None, {"x": x})
     return passes, flops
 
 
@@ -175,11 +212,14 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--filter", default="", help="only shapes whose name contains this")
     parser.add_argument("--no-torch", action="store_true", help="do not measure PyTorch")
+    parser.add_argument("--no-onnxruntime", action="store_true",
+                        help="do not measure ONNX Runtime (forward float32 only)")
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--markdown", help="write the table as Markdown (for README.md) to this file")
     args = parser.parse_args(argv)
 
     torch = set_threads(args.threads, use_torch=not args.no_torch)
+    ort = import_onnxruntime(args.threads, wanted=not args.no_onnxruntime)
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     results = []
@@ -196,13 +236,14 @@ def main(argv=None):
     if torch is not None:
         header += f" {'torch ms':>9s} {'ratio':>6s}"
     print(f"fastconv {fastconv.__version__}, ISA {fastconv.get_isa()}, {args.threads} threads, "
-          f"{args.dtype}" + (f", torch {torch.__version__}" if torch is not None else ""))
+          f"{args.dtype}" + (f", torch {torch.__version__}" if torch is not None else "")
+          + (f", onnxruntime {ort[0].__version__}" if ort is not None else ""))
     print(header)
     with context:
         for case in conv_cases(dtype):
             if args.filter not in case["name"]:
                 continue
-            passes, flops = conv_functions(case, rng, torch)
+            passes, flops = conv_functions(case, rng, torch, ort)
             for pass_name, functions in passes.items():
                 results.append(_report(case["name"], "conv", pass_name, time_interleaved(functions),
                                        flops=flops, peak=peak))
@@ -215,13 +256,16 @@ def main(argv=None):
                     results.append(_report(case["name"], op, pass_name,
                                            time_interleaved(functions), nbytes=nbytes[pass_name]))
 
-    if torch is not None:
-        for op, pass_name in sorted({(r["op"], r["pass"]) for r in results}):
-            ratios = [r["ratio"] for r in results if r["op"] == op and r["pass"] == pass_name]
+    for key, label in (("ratio", "vs PyTorch"), ("ratio_onnxruntime", "vs ONNX Runtime"),
+                       ("ratio_best", "vs the faster peer")):
+        for op, pass_name in sorted({(r["op"], r["pass"]) for r in results if key in r}):
+            ratios = [r[key] for r in results if r["op"] == op and r["pass"] == pass_name]
             geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-            print(f"geometric mean ratio, {op} {pass_name}: {geomean:.2f} over {len(ratios)} shapes")
+            print(f"geometric mean ratio {label}, {op} {pass_name}: {geomean:.2f} over "
+                  f"{len(ratios)} shapes")
     meta = dict(fastconv=fastconv.__version__, isa=fastconv.get_isa(), threads=args.threads,
-                dtype=args.dtype, torch=getattr(torch, "__version__", None), cpu=cpu_name(),
+                dtype=args.dtype, torch=getattr(torch, "__version__", None),
+                onnxruntime=ort[0].__version__ if ort is not None else None, cpu=cpu_name(),
                 cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"), fma_peak=probe,
                 python=sys.version.split()[0])
     if args.json:
@@ -244,8 +288,11 @@ def markdown_table(meta, results) -> str:
     """Per operation, one row per shape: fastconv ms / PyTorch ms (ratio) for each pass."""
     lines = [f"Measured {meta['date']} on {meta['cpu']} ({meta['cpus']} CPUs), "
              f"{meta['threads']} threads, {meta['dtype']}, ISA {meta['isa']}, "
-             f"PyTorch {meta['torch']}: median ms, fastconv / PyTorch (ratio = PyTorch time / "
-             f"fastconv time)" + (f", and fastconv's % of the measured FMA peak "
+             f"PyTorch {meta['torch']}"
+             + (f", ONNX Runtime {meta['onnxruntime']}" if meta.get("onnxruntime") else "")
+             + ": median ms, fastconv / PyTorch (ratio = PyTorch time / fastconv time)"
+             + (" / ORT (ONNX Runtime, forward float32 only)" if meta.get("onnxruntime") else "")
+             + (f", and fastconv's % of the measured FMA peak "
                                   f"({meta['fma_peak']['f32_gflops_n']:.0f} GFLOP/s float32 on "
                                   f"{meta['threads']} threads)" if meta.get("fma_peak") else "")
              + "."]
@@ -260,6 +307,8 @@ def markdown_table(meta, results) -> str:
                 cell = f"{row['fastconv_ms']:.2f}"
                 if "torch_ms" in row:
                     cell += f" / {row['torch_ms']:.2f} ({row['ratio']:.2f})"
+                if "onnxruntime_ms" in row:
+                    cell += f" / ORT {row['onnxruntime_ms']:.2f} ({row['ratio_onnxruntime']:.2f})"
                 if "percent_of_peak" in row:
                     cell += f", {row['percent_of_peak']:.0f}%"
                 cells.append(cell)
@@ -294,6 +343,14 @@ def _report(name, op, pass_name, seconds, flops=None, nbytes=None, peak=None):
         row["torch_ms"] = seconds["torch"] * 1e3
         row["ratio"] = seconds["torch"] / fc
         line += f" {row['torch_ms']:9.3f} {row['ratio']:6.2f}"
+    if "onnxruntime" in seconds:
+        row["onnxruntime_ms"] = seconds["onnxruntime"] * 1e3
+        row["ratio_onnxruntime"] = seconds["onnxruntime"] / fc
+        line += f"  ORT {row['onnxruntime_ms']:.3f} {row['ratio_onnxruntime']:.2f}"
+    peers = [seconds[p] for p in ("torch", "onnxruntime") if p in seconds]
+    if len(peers) > 1:
+        row["ratio_best"] = min(peers) / fc
+        line += f"  best {row['ratio_best']:.2f}"
     print(line, flush=True)
     return row
 
