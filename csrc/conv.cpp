@@ -449,7 +449,25 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   }
   if (forward_channels_last_preferred(s, uk.nr)) return forward_channels_last(s, uk, x, w, bias, y);
   const GemmBlocking blk = gemm_blocking(uk);
-  const Im2col geo(s);
+
+  // Stride-1 panels within an output row are read in place, except where the window hangs
+  // over the padding (those rows are gathered, several times slower than the FMAs they feed):
+  // with a zero-padded copy of the images, every such row is an in-bounds run.
+  const bool pad_copy = s.stride_w == 1 && s.Wo >= uk.nr && (s.pad_h > 0 || s.pad_w > 0);
+  Conv2dShape sp = s;
+  if (pad_copy) {
+    sp.H = (s.Ho - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+    sp.W = (s.Wo - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+    sp.pad_h = sp.pad_w = 0;
+  }
+  const Im2col geo(sp);
+  const int64_t HWs = sp.H * sp.W;  // plane size of the images the panels read
+  // Images per pass: the padded copies within 64 MiB (at least one image).
+  const int64_t chunk =
+      pad_copy ? std::clamp<int64_t>((64 << 20) / std::max<int64_t>(s.C * HWs * sizeof(T), 1),
+                                     1, s.N)
+               : s.N;
+  T* padded = pad_copy ? thread_scratch<T>(kScratchStacked, chunk * s.C * HWs) : nullptr;
 
   // A = each group's weights, a Kg x CRS matrix.
   const int64_t m_pad = round_up(Kg, uk.mr);
@@ -457,34 +475,59 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const T* a_packed = pack_group_weights(w, G, Kg, CRS, CRS, 1, blk, uk.mr, &a_size);
 
   const int64_t col_blocks = ceil_div(P, blk.nc);
-  const int64_t tasks = s.N * G * col_blocks;
-  const int nthreads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, tasks);
+  const int64_t tasks = chunk * G * col_blocks;
+  const int nthreads = threads_for(2.0 * chunk * s.K * P * CRS, kMinFlopsPerThread, tasks);
   // Per thread: one panel of packed rows (kc x nr) and its kc row pointers.
   const int64_t panel_size = blk.kc * uk.nr;
   T* panel_scratch = thread_scratch<T>(kScratchPackedB, nthreads * panel_size);
   const T** pointer_scratch = thread_scratch<const T*>(kScratchColumns, nthreads * blk.kc);
 
-  parallel_for(tasks, nthreads, [&](int64_t task, int thread) {
-    const int64_t pb = task % col_blocks, g = (task / col_blocks) % G, n = task / (col_blocks * G);
-    const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
-    const T* xg = x + (n * s.C + g * Cg) * HW;
-    const T* ag = a_packed + g * a_size;
-    T* yg = y + (n * s.K + g * Kg) * P;
-    gemm_rows(
-        uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
-        [&](int64_t pc, int64_t kc, int64_t j0, int64_t cols, T* panel, const T** rows) {
-          im2col_row_pointers(geo, xg, pc, kc, p0 + j0, cols, uk.nr, panel, rows);
-        },
-        yg + p0, P, false, panel_scratch + thread * panel_size,
-        pointer_scratch + thread * blk.kc);
-    if (bias) {
-      for (int64_t m = 0; m < Kg; ++m) {
-        const T b = bias[g * Kg + m];
-        T* row = yg + m * P + p0;
-        for (int64_t j = 0; j < nc; ++j) row[j] += b;
-      }
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.N - n0);
+    if (pad_copy) {
+      parallel_for(nb * s.C, threads_for(double(nb) * s.C * HWs, 1e5, nb * s.C),
+                   [&](int64_t plane, int) {
+                     const T* src = x + (n0 * s.C + plane) * HW;
+                     T* dst = padded + plane * HWs;
+                     const int64_t first = std::min(s.pad_w, sp.W);
+                     const int64_t last = std::clamp<int64_t>(s.W + s.pad_w, first, sp.W);
+                     for (int64_t i = 0; i < sp.H; ++i) {
+                       T* row = dst + i * sp.W;
+                       const int64_t ih = i - s.pad_h;
+                       if (!inside(ih, s.H)) {
+                         std::fill(row, row + sp.W, T(0));
+                         continue;
+                       }
+                       std::fill(row, row + first, T(0));
+                       std::copy(src + ih * s.W, src + ih * s.W + (last - first), row + first);
+                       std::fill(row + last, row + sp.W, T(0));
+                     }
+                   });
     }
-  });
+    const T* images = pad_copy ? padded : x + n0 * s.C * HW;
+    parallel_for(nb * G * col_blocks, nthreads, [&](int64_t task, int thread) {
+      const int64_t pb = task % col_blocks, g = (task / col_blocks) % G;
+      const int64_t nl = task / (col_blocks * G), n = n0 + nl;
+      const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
+      const T* xg = images + (nl * s.C + g * Cg) * HWs;
+      const T* ag = a_packed + g * a_size;
+      T* yg = y + (n * s.K + g * Kg) * P;
+      gemm_rows(
+          uk, blk, Kg, nc, CRS, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
+          [&](int64_t pc, int64_t kc, int64_t j0, int64_t cols, T* panel, const T** rows) {
+            im2col_row_pointers(geo, xg, pc, kc, p0 + j0, cols, uk.nr, panel, rows);
+          },
+          yg + p0, P, false, panel_scratch + thread * panel_size,
+          pointer_scratch + thread * blk.kc);
+      if (bias) {
+        for (int64_t m = 0; m < Kg; ++m) {
+          const T b = bias[g * Kg + m];
+          T* row = yg + m * P + p0;
+          for (int64_t j = 0; j < nc; ++j) row[j] += b;
+        }
+      }
+    });
+  }
 }
 
 template <typename T>
