@@ -184,7 +184,8 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
 //
 // Per batch chunk, x is copied once into xt (images x Hp x Wp x C, zero-padded: xt pixel
 // (ho*sh + r*dh, wo*sw + s*dw) is the input that output (ho, wo) meets at tap (r, s)), and dy
-// is packed once as the GEMM's A (K x L, L = chunk images * P, in the packed-A layout). Then
+// is packed once as the GEMM's A (K x L, L = chunk images * P): each MR-row panel as L rows
+// of eight lanes (a register transpose; the strided-A micro-kernel reads the first MR). Then
 // for every segment of dW columns
 //   undilated width (dw == 1): segment r, columns j = s*C + c    (S*C values contiguous in xt)
 //   dilated width:             segment (r, s), columns j = c
@@ -200,7 +201,8 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(isa);
-  const int mr = uk.mr, nr = uk.nr;
+  const PackRows8Fn<T> pack_rows8 = IsaKernelsOf<T>::pack_rows8(isa);
+  const int mr = uk.mr, nr = uk.nr;  // mr <= 8
   const int64_t KC = gemm_blocking(uk).kc;
   const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
   const int64_t Wp = (s.Wo - 1) * s.stride_w + (S - 1) * s.dil_w + 1;
@@ -217,10 +219,10 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   const int64_t seg_size = m_pad * width_pad;
 
   // Chunk of images: xt and packed dy together about 8 MiB (at least one image).
-  const int64_t per_image = (image_size + m_pad * P) * static_cast<int64_t>(sizeof(T));
+  const int64_t per_image = (image_size + row_panels * 8 * P) * static_cast<int64_t>(sizeof(T));
   const int64_t chunk = std::clamp<int64_t>((8 << 20) / std::max<int64_t>(per_image, 1), 1, s.N);
   T* xt = thread_scratch<T>(kScratchColumns, chunk * image_size + nr);
-  T* a_packed = thread_scratch<T>(kScratchPackedA, m_pad * chunk * P);
+  T* a_packed = thread_scratch<T>(kScratchPackedA, row_panels * 8 * chunk * P);
   T* acc = thread_scratch<T>(kScratchPartials, segments * seg_size);
   const int nthreads_gemm =
       threads_for(2.0 * s.N * P * m_pad * width_pad * segments, kMinFlopsPerThread, tasks);
@@ -236,28 +238,12 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
       channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w, row, Wp, C,
                         xt + nl * image_size + row * Wp * C, transpose);
     });
-    const int64_t blocks = ceil_div(L, KC);
-    parallel_for(blocks, copy_threads, [&](int64_t b, int) {
-      const int64_t l0 = b * KC, kc = std::min(KC, L - l0);
-      T* block = a_packed + l0 * m_pad;
-      for (int64_t i0 = 0; i0 < m_pad; i0 += mr) {
-        T* panel = block + i0 * kc;
-        const int64_t rows = std::min<int64_t>(mr, K - i0);
-        // Row r of the panel: contiguous runs of dy rows, one per image the block spans.
-        for (int64_t l = 0; l < kc;) {
-          const int64_t n = (l0 + l) / P, p = (l0 + l) % P, len = std::min(kc - l, P - p);
-          T* d = panel + l * mr;
-          for (int64_t r = 0; r < mr; ++r) {
-            if (r < rows) {
-              const T* src = dy + ((n0 + n) * K + i0 + r) * P + p;
-              for (int64_t j = 0; j < len; ++j) d[j * mr + r] = src[j];
-            } else {
-              for (int64_t j = 0; j < len; ++j) d[j * mr + r] = T(0);
-            }
-          }
-          l += len;
-        }
-      }
+    // A: per MR-row panel of dy, the chunk's L columns packed eight lanes wide
+    // (panel[l*8 + r] = dy row i0 + r at l, zero past K and for r >= MR).
+    parallel_for(row_panels * nb, copy_threads, [&](int64_t task, int) {
+      const int64_t panel = task / nb, nl = task % nb, i0 = panel * mr;
+      pack_rows8(dy + ((n0 + nl) * K + i0) * P, P, std::min<int64_t>(mr, K - i0), P,
+                 a_packed + (panel * L + nl * P) * 8);
     });
     parallel_for(tasks, nthreads_gemm, [&](int64_t task, int thread) {
       const int64_t seg = task / row_groups, group = task % row_groups;
@@ -277,13 +263,12 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
             if (++ho == s.Ho) ho = 0, ++n;
           }
         }
-        const T* block = a_packed + l0 * m_pad;
         const bool accumulate = n0 > 0 || l0 > 0;
         // One B panel (kc rows in L1) against the task's A panels (L2).
         for (int64_t j = 0; j < col_panels; ++j)
           for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
-            uk.indirect(kc, block + i0 * kc, rows, j * nr, seg_acc + i0 * width_pad + j * nr,
-                        width_pad, accumulate);
+            uk.strided_a(kc, a_packed + ((i0 / mr) * L + l0) * 8, 8, rows, j * nr,
+                         seg_acc + i0 * width_pad + j * nr, width_pad, accumulate);
       }
     });
   }

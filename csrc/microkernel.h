@@ -32,6 +32,13 @@ template <typename T>
 using MicroKernelIndirectAFn = void (*)(int64_t kc, const T* const* a_rows, const T* b, T* c,
                                         int64_t ldc, bool accumulate);
 
+// The same tile with A(i, k) = a[k*lda + i] and B rows through pointers as for `indirect`
+// (the weight gradient's A, packed eight lanes wide by pack_rows8).
+template <typename T>
+using MicroKernelStridedAFn = void (*)(int64_t kc, const T* a, int64_t lda,
+                                       const T* const* b_rows, int64_t b_offset, T* c,
+                                       int64_t ldc, bool accumulate);
+
 template <typename T>
 struct MicroKernel {
   int mr;
@@ -39,6 +46,7 @@ struct MicroKernel {
   MicroKernelFn<T> fn;
   MicroKernelIndirectFn<T> indirect;
   MicroKernelIndirectAFn<T> indirect_a;
+  MicroKernelStridedAFn<T> strided_a;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are
@@ -126,6 +134,9 @@ struct WinogradKernels {
 template <typename T>
 using TransposeFn = void (*)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
                              int64_t dst_stride);
+// dst[j*8 + i] = src[i*src_stride + j] for i < rows (<= 8), 0 for rows <= i < 8, j < cols.
+template <typename T>
+using PackRows8Fn = void (*)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst);
 
 struct IsaKernels {
   const char* name;
@@ -137,6 +148,8 @@ struct IsaKernels {
   WinogradKernels<double> winograd_f64;
   TransposeFn<float> transpose_f32;
   TransposeFn<double> transpose_f64;
+  PackRows8Fn<float> pack_rows8_f32;
+  PackRows8Fn<double> pack_rows8_f64;
   const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
 

@@ -35,6 +35,12 @@ struct PackedA {
   const T* at(int64_t k, int i) const { return a + k * 6 + i; }
 };
 template <typename T>
+struct StridedA {
+  const T* a;
+  int64_t lda;
+  const T* at(int64_t k, int i) const { return a + k * lda + i; }
+};
+template <typename T>
 struct PointerA {
   const T* p[6];
   const T* at(int64_t k, int i) const { return p[i] + k; }
@@ -227,12 +233,79 @@ void transpose_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int
   transpose_edges(src, src_stride, rows, cols, i_end, j_end, dst, dst_stride);
 }
 
+void gemm_ukernel_f32_6x16_strided_a_avx2(int64_t kc, const float* a, int64_t lda,
+                                          const float* const* b_rows, int64_t b_offset,
+                                          float* c, int64_t ldc, bool accumulate) {
+  gemm_f32_6x16(kc, StridedA<float>{a, lda}, PointerRows<float>{b_rows, b_offset}, c, ldc,
+                accumulate);
+}
+void gemm_ukernel_f64_6x8_strided_a_avx2(int64_t kc, const double* a, int64_t lda,
+                                         const double* const* b_rows, int64_t b_offset,
+                                         double* c, int64_t ldc, bool accumulate) {
+  gemm_f64_6x8(kc, StridedA<double>{a, lda}, PointerRows<double>{b_rows, b_offset}, c, ldc,
+               accumulate);
+}
+
+// pack_rows8: 8x8 register transposes of the rows (zero past `rows`), full 8-lane stores;
+// the columns past the last whole block element by element.
+void pack_rows8_f32_avx2(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                         float* dst) {
+  const int64_t j_end = cols / 8 * 8;
+  for (int64_t j = 0; j < j_end; j += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i)
+      r[i] = i < rows ? _mm256_loadu_ps(src + i * src_stride + j) : _mm256_setzero_ps();
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    float* d = dst + j * 8;
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+  }
+  for (int64_t j = j_end; j < cols; ++j)
+    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : 0.0f;
+}
+
+void pack_rows8_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int64_t cols,
+                         double* dst) {
+  const int64_t j_end = cols / 4 * 4;
+  for (int64_t j = 0; j < j_end; j += 4) {
+    for (int half = 0; half < 2; ++half) {  // rows 0-3, then 4-7: 4x4 transposes
+      __m256d r[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t row = half * 4 + i;
+        r[i] = row < rows ? _mm256_loadu_pd(src + row * src_stride + j) : _mm256_setzero_pd();
+      }
+      const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+      const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+      double* d = dst + j * 8 + half * 4;
+      _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+      _mm256_storeu_pd(d + 8, _mm256_permute2f128_pd(t1, t3, 0x20));
+      _mm256_storeu_pd(d + 16, _mm256_permute2f128_pd(t0, t2, 0x31));
+      _mm256_storeu_pd(d + 24, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
+  }
+  for (int64_t j = j_end; j < cols; ++j)
+    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : 0.0;
+}
+
 const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2,
-     &gemm_ukernel_f32_6x16_indirect_a_avx2},
+     &gemm_ukernel_f32_6x16_indirect_a_avx2, &gemm_ukernel_f32_6x16_strided_a_avx2},
     {6, 8, &gemm_ukernel_f64_6x8_avx2, &gemm_ukernel_f64_6x8_indirect_avx2,
-     &gemm_ukernel_f64_6x8_indirect_a_avx2},
+     &gemm_ukernel_f64_6x8_indirect_a_avx2, &gemm_ukernel_f64_6x8_strided_a_avx2},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
@@ -243,6 +316,8 @@ const IsaKernels kAvx2 = {
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
     &transpose_f32_avx2,
     &transpose_f64_avx2,
+    &pack_rows8_f32_avx2,
+    &pack_rows8_f64_avx2,
     &kPoolRowKernelsAvx2,
 };
 

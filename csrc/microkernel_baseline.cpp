@@ -104,12 +104,26 @@ void transpose_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t 
     for (int64_t j = 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
+template <typename T>
+void pack_rows8_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : T(0);
+}
+
+template <typename T>
+void gemm_ukernel_strided_a_baseline(int64_t kc, const T* a, int64_t lda, const T* const* b_rows,
+                                     int64_t b_offset, T* c, int64_t ldc, bool accumulate) {
+  gemm_6x2v<T>(kc, [a, lda](int64_t k, int i) { return a + k * lda + i; },
+               [b_rows, b_offset](int64_t k) { return b_rows[k] + b_offset; }, c, ldc,
+               accumulate);
+}
+
 const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>,
-     &gemm_ukernel_indirect_a_baseline<float>},
+     &gemm_ukernel_indirect_a_baseline<float>, &gemm_ukernel_strided_a_baseline<float>},
     {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>,
-     &gemm_ukernel_indirect_a_baseline<double>},
+     &gemm_ukernel_indirect_a_baseline<double>, &gemm_ukernel_strided_a_baseline<double>},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
@@ -120,6 +134,8 @@ const IsaKernels kBaseline = {
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
     &transpose_baseline<float>,
     &transpose_baseline<double>,
+    &pack_rows8_baseline<float>,
+    &pack_rows8_baseline<double>,
     nullptr,
 };
 
