@@ -172,41 +172,44 @@ void transpose_edges(const T* src, int64_t src_stride, int64_t rows, int64_t col
     for (int64_t j = 0; j < j0; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
+// In-register transposes: out[j] holds column j of the rows in[0..7] (in[0..3] for doubles).
+inline void transpose8x8_ps(const __m256 in[8], __m256 out[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(in[0], in[1]), t1 = _mm256_unpackhi_ps(in[0], in[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(in[2], in[3]), t3 = _mm256_unpackhi_ps(in[2], in[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(in[4], in[5]), t5 = _mm256_unpackhi_ps(in[4], in[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(in[6], in[7]), t7 = _mm256_unpackhi_ps(in[6], in[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  out[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  out[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  out[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  out[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  out[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  out[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  out[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  out[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+inline void transpose4x4_pd(const __m256d in[4], __m256d out[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd(in[0], in[1]), t1 = _mm256_unpackhi_pd(in[0], in[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(in[2], in[3]), t3 = _mm256_unpackhi_pd(in[2], in[3]);
+  out[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  out[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  out[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  out[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
 void transpose_f32_avx2(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
                         float* dst, int64_t dst_stride) {
   const int64_t i_end = rows / 8 * 8, j_end = cols / 8 * 8;
   for (int64_t i = 0; i < i_end; i += 8) {
     for (int64_t j = 0; j < j_end; j += 8) {
-      const float* s = src + i * src_stride + j;
-      __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + src_stride);
-      __m256 r2 = _mm256_loadu_ps(s + 2 * src_stride), r3 = _mm256_loadu_ps(s + 3 * src_stride);
-      __m256 r4 = _mm256_loadu_ps(s + 4 * src_stride), r5 = _mm256_loadu_ps(s + 5 * src_stride);
-      __m256 r6 = _mm256_loadu_ps(s + 6 * src_stride), r7 = _mm256_loadu_ps(s + 7 * src_stride);
-      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
-      r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
-      r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
-      r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
-      r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
-      r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
-      r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
-      r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
-      float* d = dst + j * dst_stride + i;
-      _mm256_storeu_ps(d, r0);
-      _mm256_storeu_ps(d + dst_stride, r1);
-      _mm256_storeu_ps(d + 2 * dst_stride, r2);
-      _mm256_storeu_ps(d + 3 * dst_stride, r3);
-      _mm256_storeu_ps(d + 4 * dst_stride, r4);
-      _mm256_storeu_ps(d + 5 * dst_stride, r5);
-      _mm256_storeu_ps(d + 6 * dst_stride, r6);
-      _mm256_storeu_ps(d + 7 * dst_stride, r7);
+      __m256 in[8], out[8];
+      for (int k = 0; k < 8; ++k) in[k] = _mm256_loadu_ps(src + (i + k) * src_stride + j);
+      transpose8x8_ps(in, out);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * dst_stride + i, out[k]);
     }
   }
   transpose_edges(src, src_stride, rows, cols, i_end, j_end, dst, dst_stride);
@@ -217,17 +220,10 @@ void transpose_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int
   const int64_t i_end = rows / 4 * 4, j_end = cols / 4 * 4;
   for (int64_t i = 0; i < i_end; i += 4) {
     for (int64_t j = 0; j < j_end; j += 4) {
-      const double* s = src + i * src_stride + j;
-      const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + src_stride);
-      const __m256d r2 = _mm256_loadu_pd(s + 2 * src_stride);
-      const __m256d r3 = _mm256_loadu_pd(s + 3 * src_stride);
-      const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-      const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-      double* d = dst + j * dst_stride + i;
-      _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
-      _mm256_storeu_pd(d + dst_stride, _mm256_permute2f128_pd(t1, t3, 0x20));
-      _mm256_storeu_pd(d + 2 * dst_stride, _mm256_permute2f128_pd(t0, t2, 0x31));
-      _mm256_storeu_pd(d + 3 * dst_stride, _mm256_permute2f128_pd(t1, t3, 0x31));
+      __m256d in[4], out[4];
+      for (int k = 0; k < 4; ++k) in[k] = _mm256_loadu_pd(src + (i + k) * src_stride + j);
+      transpose4x4_pd(in, out);
+      for (int k = 0; k < 4; ++k) _mm256_storeu_pd(dst + (j + k) * dst_stride + i, out[k]);
     }
   }
   transpose_edges(src, src_stride, rows, cols, i_end, j_end, dst, dst_stride);
@@ -246,32 +242,17 @@ void gemm_ukernel_f64_6x8_strided_a_avx2(int64_t kc, const double* a, int64_t ld
                accumulate);
 }
 
-// pack_rows8: 8x8 register transposes of the rows (zero past `rows`), full 8-lane stores;
-// the columns past the last whole block element by element.
+// pack_rows8: register transposes of the rows (zero past `rows`), full 8-lane stores; the
+// columns past the last whole block element by element.
 void pack_rows8_f32_avx2(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
                          float* dst) {
   const int64_t j_end = cols / 8 * 8;
   for (int64_t j = 0; j < j_end; j += 8) {
-    __m256 r[8];
+    __m256 in[8], out[8];
     for (int i = 0; i < 8; ++i)
-      r[i] = i < rows ? _mm256_loadu_ps(src + i * src_stride + j) : _mm256_setzero_ps();
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    float* d = dst + j * 8;
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+      in[i] = i < rows ? _mm256_loadu_ps(src + i * src_stride + j) : _mm256_setzero_ps();
+    transpose8x8_ps(in, out);
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * 8, out[k]);
   }
   for (int64_t j = j_end; j < cols; ++j)
     for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : 0.0f;
@@ -281,19 +262,14 @@ void pack_rows8_f64_avx2(const double* src, int64_t src_stride, int64_t rows, in
                          double* dst) {
   const int64_t j_end = cols / 4 * 4;
   for (int64_t j = 0; j < j_end; j += 4) {
-    for (int half = 0; half < 2; ++half) {  // rows 0-3, then 4-7: 4x4 transposes
-      __m256d r[4];
+    for (int half = 0; half < 2; ++half) {  // rows 0-3, then 4-7
+      __m256d in[4], out[4];
       for (int i = 0; i < 4; ++i) {
         const int64_t row = half * 4 + i;
-        r[i] = row < rows ? _mm256_loadu_pd(src + row * src_stride + j) : _mm256_setzero_pd();
+        in[i] = row < rows ? _mm256_loadu_pd(src + row * src_stride + j) : _mm256_setzero_pd();
       }
-      const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
-      const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
-      double* d = dst + j * 8 + half * 4;
-      _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
-      _mm256_storeu_pd(d + 8, _mm256_permute2f128_pd(t1, t3, 0x20));
-      _mm256_storeu_pd(d + 16, _mm256_permute2f128_pd(t0, t2, 0x31));
-      _mm256_storeu_pd(d + 24, _mm256_permute2f128_pd(t1, t3, 0x31));
+      transpose4x4_pd(in, out);
+      for (int k = 0; k < 4; ++k) _mm256_storeu_pd(dst + (j + k) * 8 + half * 4, out[k]);
     }
   }
   for (int64_t j = j_end; j < cols; ++j)
