@@ -74,6 +74,10 @@ void im2col_row_pointers(const Im2col& g, const T* x, int64_t q0, int64_t kc, in
     if (++wo == g.Wo) wo = 0, ++ho;
   }
   const bool one_row = g.sw == 1 && cols == nr && ih0[0] == ih0[nr - 1];
+  // Input rows exactly as wide as the output rows (1x1 layers, say) at stride 1: a panel that
+  // spans output rows is still one run of the plane for the taps that do not shift it
+  // sideways (s*dw == pw), where every row it spans lies inside the image.
+  const bool flat = !one_row && g.sw == 1 && g.sh == 1 && cols == nr && g.W == g.Wo;
   int64_t c = q0 / (g.R * g.S), r = (q0 / g.S) % g.R, s = q0 % g.S;
   for (int64_t k = 0; k < kc; ++k) {
     const T* plane = x + c * g.H * g.W;
@@ -81,6 +85,8 @@ void im2col_row_pointers(const Im2col& g, const T* x, int64_t q0, int64_t kc, in
     const int64_t ih = ih0[0] + roff, iw_first = iw0[0] + soff;
     if (one_row && inside(ih, g.H) && iw_first >= 0 && iw_first + nr - 1 < g.W) {
       rows[k] = plane + ih * g.W + iw_first;
+    } else if (flat && soff == g.pw && inside(ih, g.H) && inside(ih0[nr - 1] + roff, g.H)) {
+      rows[k] = plane + ih * g.W + iw_first;  // iw_first = first output column here
     } else {
       T* d = panel + k * nr;
       int64_t j = 0;

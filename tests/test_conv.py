@@ -514,3 +514,17 @@ def test_conv2d_channels_last_paths(c, dtype, isa):
     assert_close(fastconv.conv2d_input_grad(x.shape, w, dy, **p),
                  ref.conv2d_input_grad(x.shape, w, dy, **p), dtype, c["K"] * c["R"] * c["S"],
                  "input_grad")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel,padding", [((1, 1), 0), ((3, 1), (1, 0)), ((1, 1), (2, 0))])
+def test_panels_spanning_output_rows(kernel, padding, dtype, isa):
+    """Output rows no wider than the input rows (1x1 layers): panels of the forward GEMM
+    span several output rows and are read in place; rows off the image are not."""
+    rng = np.random.default_rng(17)
+    for H, W in [(5, 20), (3, 17), (9, 12), (2, 40)]:
+        x = rand(rng, (2, 33, H, W), dtype)
+        w = rand(rng, (17, 33) + kernel, dtype)
+        b = rand(rng, (17,), dtype)
+        assert_close(fastconv.conv2d(x, w, b, padding=padding),
+                     ref.conv2d(x, w, b, padding=padding), dtype, 33 * kernel[0], f"{H}x{W}")
