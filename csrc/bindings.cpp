@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "activation.h"
 #include "conv.h"
 #include "dispatch.h"
 #include "matmul.h"
@@ -263,6 +264,34 @@ void matmul_py(const py::array& a, const py::array& b, py::array& out, bool tran
   });
 }
 
+// out = relu(x); flat (1-D) C-contiguous arrays of one size.
+void relu_forward_py(const py::array& x, py::array& out) {
+  const DType dt = float_dtype(x, "input");
+  require_float(x, "input", 1, dt);
+  require_float(out, "out", 1, dt, true);
+  require(out.shape(0) == x.shape(0), "out: size differs from the input's");
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    relu_forward(x.shape(0), cdata<T>(x), mdata<T>(out));
+  });
+}
+
+// out = d relu / d input, from relu's output and the gradient of it; flat arrays of one size.
+void relu_backward_py(const py::array& y, const py::array& dy, py::array& out) {
+  const DType dt = float_dtype(dy, "grad_output");
+  require_float(dy, "grad_output", 1, dt);
+  require_float(y, "output", 1, dt);
+  require_float(out, "out", 1, dt, true);
+  require(y.shape(0) == dy.shape(0) && out.shape(0) == dy.shape(0),
+          "output, grad_output and out must have one size");
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    relu_backward(dy.shape(0), cdata<T>(y), cdata<T>(dy), mdata<T>(out));
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTCONV_VERSION;
@@ -308,6 +337,10 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("out"),
         py::arg("transpose_a"), py::arg("transpose_b"));
+
+  m.def("relu_forward", &relu_forward_py, py::arg("input"), py::arg("out"));
+  m.def("relu_backward", &relu_backward_py, py::arg("output"), py::arg("grad_output"),
+        py::arg("out"));
 
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", [](int n) {

@@ -11,7 +11,7 @@ from ._runtime import (available_algorithms, available_isas, get_algorithm, get_
 from ._runtime import _apply_environment
 from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
                       conv2d_weight_grad, conv_transpose2d, matmul, max_pool2d,
-                      max_pool2d_backward)
+                      max_pool2d_backward, relu, relu_backward)
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from . import nn, optim, data, models, train
@@ -25,6 +25,7 @@ del _apply_environment
 __all__ = [
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv_transpose2d",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "matmul",
+    "relu", "relu_backward",
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa", "available_algorithms", "get_algorithm",
     "set_algorithm",

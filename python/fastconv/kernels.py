@@ -444,6 +444,32 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
 
 # ----------------------------------------------------------------------------------------------
+# Activations
+# ----------------------------------------------------------------------------------------------
+
+def relu(input, out=None):
+    """max(input, 0) elementwise (NaN stays NaN, as in torch.relu), on fastconv's threads."""
+    x = _float_array(input, "input")
+    out = _output(out, x.shape, x.dtype, (x,))
+    _core.relu_forward(_contiguous(x).reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_backward(grad_output, output, out=None):
+    """The gradient of relu from its output: grad_output where output > 0, else 0 (PyTorch's
+    threshold_backward; where output is NaN the gradient passes)."""
+    dy = _float_array(grad_output, "grad_output")
+    y = _float_array(output, "output")
+    _same_dtype(dy, "grad_output", y, "output")
+    if y.shape != dy.shape:
+        raise ValueError(f"output: expected shape {dy.shape} (grad_output's), got {y.shape}")
+    out = _output(out, dy.shape, dy.dtype, (dy, y))
+    _core.relu_backward(_contiguous(y).reshape(-1), _contiguous(dy).reshape(-1),
+                        out.reshape(-1))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Dense products
 # ----------------------------------------------------------------------------------------------
 
