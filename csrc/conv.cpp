@@ -13,7 +13,8 @@
 //   weight grad  dW_g (Kg x CRS) = sum_n dy_g (Kg x P) * col^T (P x CRS) parallel over (g, slices of
 //                the n*P reduction); per-slice partial sums added in a fixed order (no atomics).
 // One input channel per group (depthwise) goes to the direct kernels of depthwise.cpp instead,
-// and 3x3 stride-1 layers' forward and input gradient to the Winograd path of winograd.cpp.
+// and 3x3 stride-1 layers with enough channels to the Winograd path of winograd.cpp (all three
+// passes).
 #include "conv.h"
 
 #include <algorithm>
@@ -384,8 +385,12 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
 //   x2[n][r*C + c][ho][iw] = x[n][c][ho*sh - ph + r*dh][iw]   (0 outside the image),
 // a layer of R*C channels, a 1 x S window and vertical stride 1, whose window row is the
 // whole window, R*S*C values. The channels-last paths then run on x2.
-inline bool stacked_rows_preferred(const Conv2dShape& s) {
-  return s.groups == 1 && s.R > 1 && s.C * s.S < 16 && s.C * s.R * s.S >= 16 && s.Ho > 0;
+// x2 holds about R/sh copies of x: taken only while it stays within max(64 MiB, x's size).
+inline bool stacked_rows_preferred(const Conv2dShape& s, int64_t element_size) {
+  const double x2_bytes = double(s.N) * s.R * s.C * s.Ho * s.W * element_size;
+  const double x_bytes = double(s.N) * s.C * s.H * s.W * element_size;
+  return s.groups == 1 && s.R > 1 && s.C * s.S < 16 && s.C * s.R * s.S >= 16 && s.Ho > 0 &&
+         x2_bytes <= std::max(double(64 << 20), x_bytes);
 }
 
 inline Conv2dShape stacked_rows_shape(const Conv2dShape& s) {
@@ -425,7 +430,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const MicroKernel<T> uk = active_microkernel<T>();  // one ISA for the whole call
   // Stacked rows too where the NCHW panels would be gathered (measured: a 3-channel 5x5
   // stride-2 layer 1.4 -> 1.05 ms; at stride 1, cifar_c1's in-place panels stay faster).
-  if (stacked_rows_preferred(s) && 2 * s.K >= uk.nr && forward_panels_gathered(s, uk.nr)) {
+  if (stacked_rows_preferred(s, sizeof(T)) && 2 * s.K >= uk.nr && forward_panels_gathered(s, uk.nr)) {
     const Conv2dShape s2 = stacked_rows_shape(s);
     const int64_t x2_size = s.N * s2.C * s2.H * s2.W, RS = s.R * s.S;
     T* x2 = thread_scratch<T>(kScratchStacked, x2_size);
@@ -604,7 +609,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   if (winograd_preferred(s) &&
       all_finite(x, s.N * s.C * s.H * s.W, dy, s.N * s.K * s.Ho * s.Wo))
     return winograd_weight_grad(s, x, dy, dw);
-  if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
+  if (stacked_rows_preferred(s, sizeof(T))) {  // measured: cifar_c1 1.5 -> 1.15 ms
     const Conv2dShape s2 = stacked_rows_shape(s);
     const int64_t x2_size = s.N * s2.C * s2.H * s2.W, RS = s.R * s.S;
     T* x2 = thread_scratch<T>(kScratchStacked, x2_size + s.K * s.C * RS);
