@@ -142,7 +142,7 @@ def test_winograd_is_deterministic():
 
 def test_set_algorithm_checks_its_argument():
     assert fastconv.available_algorithms() == ["auto", "gemm", "winograd"]
-    assert fastconv.get_algorithm() == "auto"
+    fastconv.set_algorithm("auto")
     with pytest.raises(ValueError, match="name: expected one of .*'fast'"):
         fastconv.set_algorithm("fast")
     with pytest.raises(TypeError, match="name: expected a str"):
@@ -154,6 +154,8 @@ def test_set_algorithm_checks_its_argument():
 
 def test_algorithm_environment_variable():
     code = "import fastconv; print(fastconv.get_algorithm())"
+    proc = run_child(code, {"FASTCONV_ALGORITHM": None})
+    assert proc.returncode == 0 and proc.stdout.strip() == "auto", child_report(proc)
     proc = run_child(code, {"FASTCONV_ALGORITHM": "gemm"})
     assert proc.returncode == 0 and proc.stdout.strip() == "gemm", child_report(proc)
     proc = run_child(code, {"FASTCONV_ALGORITHM": "fastest"})
