@@ -16,13 +16,15 @@
 //     for each xi < 16: M[xi] (chunk x NR) = U[xi] (packed A, chunk x C) * V[xi]   micro-kernels
 //     Y = A^T M A for the chunk, stored (with the bias) into the 2x2 tiles of y
 // V of one panel stays in L1/L2; the packed U (16 * K * C) is read from L2 by every panel.
+// The weight gradient (winograd_weight_grad_tiles) transforms channels-last copies of x and dy
+// instead, so that its 16 GEMMs reduce over the tiles.
 #include "winograd.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
-#include <cstdint>
 
 #include "channels_last.h"
 #include "common.h"
@@ -33,7 +35,7 @@
 namespace fastconv {
 namespace {
 
-constexpr int64_t kMinFlopsPerThread = 2e5;
+constexpr double kMinFlopsPerThread = 2e5;
 // Output channels per output-transform pass: M[16] of one chunk stays in L1/L2.
 constexpr int64_t kChannelChunk = 48;
 
