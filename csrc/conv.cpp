@@ -187,6 +187,21 @@ const T* pack_group_weights(const T* w, int64_t G, int64_t M, int64_t K, int64_t
   return packed;
 }
 
+// The input rows and columns (padded coordinates) a layer's windows read, and how the window
+// splits into segments whose values lie contiguous in a channels-last copy of that region:
+// undilated width (dw == 1): one segment per window row, j = s*C + c; else one per (r, s), j = c.
+struct WindowLayout {
+  int64_t Hp, Wp;
+  bool wide;
+  int64_t segments, width;
+  explicit WindowLayout(const Conv2dShape& s)
+      : Hp((s.Ho - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1),
+        Wp((s.Wo - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1),
+        wide(s.dil_w == 1),
+        segments(wide ? s.R : s.R * s.S),
+        width(wide ? s.S * s.C : s.C) {}
+};
+
 // Weight gradient of an ungrouped layer as an implicit GEMM over a channels-last copy of x.
 //
 // Per batch chunk, x is copied once into xt (images x Hp x Wp x C, zero-padded: xt pixel
@@ -211,11 +226,10 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   const PackRows8Fn<T> pack_rows8 = IsaKernelsOf<T>::pack_rows8(isa);
   const int mr = uk.mr, nr = uk.nr;  // mr <= 8
   const int64_t KC = gemm_blocking(uk).kc;
-  const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
-  const int64_t Wp = (s.Wo - 1) * s.stride_w + (S - 1) * s.dil_w + 1;
-  const int64_t image_size = Hp * Wp * C;
-  const bool wide = s.dil_w == 1;  // a segment spans every s of a window row
-  const int64_t segments = wide ? R : R * S, width = wide ? S * C : C;
+  const WindowLayout layout(s);
+  const int64_t Hp = layout.Hp, Wp = layout.Wp, image_size = Hp * Wp * C;
+  const bool wide = layout.wide;
+  const int64_t segments = layout.segments, width = layout.width;
   const int64_t width_pad = round_up(width, nr), m_pad = round_up(K, mr);
   const int64_t col_panels = width_pad / nr, row_panels = m_pad / mr;
   // Groups of at most 4 row panels (their A panels stay in L1 with one B panel), as even as
@@ -307,11 +321,10 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
   const int mr = uk.mr, nr = uk.nr;  // mr <= 8
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
-  const int64_t Hp = (s.Ho - 1) * s.stride_h + (R - 1) * s.dil_h + 1;
-  const int64_t Wp = (s.Wo - 1) * s.stride_w + (S - 1) * s.dil_w + 1;
-  const int64_t image_size = Hp * Wp * C;
-  const bool wide = s.dil_w == 1;
-  const int64_t segments = wide ? R : R * S, width = wide ? S * C : C;
+  const WindowLayout layout(s);
+  const int64_t Hp = layout.Hp, Wp = layout.Wp, image_size = Hp * Wp * C;
+  const bool wide = layout.wide;
+  const int64_t segments = layout.segments, width = layout.width;
   const int64_t k_panels = ceil_div(K, nr);
 
   // B: per segment and panel of NR output channels, W^T (width x NR), zero past K.
@@ -452,8 +465,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const bool pad_copy = s.stride_w == 1 && s.Wo >= uk.nr && (s.pad_h > 0 || s.pad_w > 0);
   Conv2dShape sp = s;
   if (pad_copy) {
-    sp.H = (s.Ho - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
-    sp.W = (s.Wo - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+    const WindowLayout layout(s);
+    sp.H = layout.Hp;
+    sp.W = layout.Wp;
     sp.pad_h = sp.pad_w = 0;
   }
   const Im2col geo(sp);
