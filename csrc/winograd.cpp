@@ -167,38 +167,50 @@ void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, 
 // The weight gradient, dW = G^T (sum over tiles of (A dY A^T) (.) (B^T d B)) G.
 // Per batch chunk, x and dy are copied once into channels-last buffers (x zero-padded so that
 // tile (ti, tj) reads padded pixels 2ti..2ti+3 x 2tj..2tj+3; dy zero past Ho, Wo; channels
-// padded to C_pad, K_pad). Per split of the chunk's tiles (fixed ranges, one task each, so the
-// result depends only on the thread count), blocks of KT tiles are transformed along the
-// channels straight into GEMM operands whose reduction runs over the tiles:
-//   V[xi] as packed B (KT x C_pad, NR-column panels), Z[xi] as packed A (K_pad x KT, MR rows)
-//   dU_split[xi] (K_pad x C_pad) += Z[xi] * V[xi]                             micro-kernels
+// padded to C_pad and to whole vectors). Per split of the chunk's tiles (fixed ranges, one task
+// each, so the result depends only on the thread count), blocks of KT tiles are transformed
+// along the channels straight into GEMM operands whose reduction runs over the tiles, one row
+// of channels per tile and xi:
+//   V[xi] (KT x C_pad), read as B rows through a pointer table; Z[xi] (KT x lda), read as A by
+//   the strided-A micro-kernel (A(k, t) = Z[xi][t][k])
+//   dU_split[xi] (K_pad x C_pad) += Z[xi]^T * V[xi]                           micro-kernels
 // then dW[k][c] = G^T (sum over splits, in split order, of dU[.][k][c]) G.
 template <typename T>
 void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>& uk,
                                 const WinogradKernels<T>& wk, const T* x, const T* dy, T* dw) {
   const int MR = uk.mr, NR = uk.nr;
+  constexpr int64_t kLanes = 32 / sizeof(T);  // one vector of the tile transforms
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
   const int64_t C = g.C, K = g.K, c_pad = round_up(C, NR), k_pad = round_up(K, MR);
+  // dy's channels: whole vectors; Z's rows: room for the last MR-row panel, whole vectors.
+  const int64_t k_vec = round_up(K, kLanes), lda = round_up(k_pad, kLanes);
   const int64_t c_panels = c_pad / NR, k_panels = k_pad / MR;
   const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw;
   const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;  // padded input planes
-  const int64_t x_image = Hp * Wp * c_pad, dy_image = 4 * per_image * k_pad;
+  const int64_t x_image = Hp * Wp * c_pad, dy_image = 4 * per_image * k_vec;
   const int64_t chunk = std::clamp<int64_t>(
       (8 << 20) / ((x_image + dy_image) * static_cast<int64_t>(sizeof(T))), 1, g.N);
-  // KT: V and Z of one block about 512 KiB together (L2).
+  // KT: V and Z of one block about 256 KiB together (half of L2).
   const int64_t kt = std::clamp<int64_t>(
-      (512 << 10) / (16 * (c_pad + k_pad) * static_cast<int64_t>(sizeof(T))), 16, 256);
+      (256 << 10) / (16 * (c_pad + lda) * static_cast<int64_t>(sizeof(T))), 16, 256);
   const int nthreads = threads_for(32.0 * K * C * g.N * per_image, kMinFlopsPerThread,
                                    ceil_div(chunk * per_image, kt));
   const int64_t splits = nthreads;
-  const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * k_pad * kt;
-  const int64_t per_thread = vb_size + za_size + 16 * k_pad;
+  const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * lda * kt;
+  // Per thread: V, Z and V's row pointers (rounded so that the next thread's V stays aligned).
+  const int64_t pointer_elems = round_up(ceil_div(kt * int64_t(sizeof(T*)), int64_t(sizeof(T))), 16);
+  const int64_t per_thread = vb_size + za_size + pointer_elems;
   const int64_t du_size = 16 * k_pad * c_pad;
   T* xt = thread_scratch<T>(kScratchColumns, chunk * x_image);
   T* dyt = thread_scratch<T>(kScratchPackedA, chunk * dy_image);
   T* operands = thread_scratch<T>(kScratchPackedB, nthreads * per_thread);
   T* du = thread_scratch<T>(kScratchPartials, splits * du_size);
   std::fill(du, du + splits * du_size, T(0));
+  // Z's columns [k_vec, lda) are never written by the transform: zero, once.
+  for (int64_t r = 0; r < nthreads * 16 * kt; ++r) {
+    T* za_row = operands + (r / (16 * kt)) * per_thread + vb_size + (r % (16 * kt)) * lda;
+    std::fill(za_row + k_vec, za_row + lda, T(0));
+  }
 
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0), tiles = nb * per_image;
@@ -213,15 +225,16 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
                    } else {
                      const int64_t r = row - Hp;
                      channels_last_row(dy + (n0 + nl) * K * g.Ho * g.Wo, K, g.Ho, g.Wo,
-                                       int64_t(0), int64_t(0), r, 2 * tw, k_pad,
-                                       dyt + nl * dy_image + r * 2 * tw * k_pad, transpose);
+                                       int64_t(0), int64_t(0), r, 2 * tw, k_vec,
+                                       dyt + nl * dy_image + r * 2 * tw * k_vec, transpose);
                    }
                  });
     const int64_t blocks = ceil_div(tiles, kt);
     parallel_for(splits, nthreads, [&](int64_t split, int thread) {
       T* vb = operands + thread * per_thread;
       T* za = vb + vb_size;
-      T* z = za + za_size;  // one tile's Z, channels contiguous
+      const T** v_rows = reinterpret_cast<const T**>(za + za_size);
+      for (int64_t tl = 0; tl < kt; ++tl) v_rows[tl] = vb + tl * c_pad;
       T* du_split = du + split * du_size;
       for (int64_t b = blocks * split / splits; b < blocks * (split + 1) / splits; ++b) {
         const int64_t first = b * kt, count = std::min(kt, tiles - first);
@@ -229,29 +242,17 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
           const int64_t t = first + tl, n = t / per_image, ti = (t % per_image) / tw;
           const int64_t tj = t % tw;
           const T* xin = xt + n * x_image + (2 * ti * Wp + 2 * tj) * c_pad;
-          for (int64_t cp = 0; cp < c_panels; ++cp)
-            wk.input_tile(xin + cp * NR, Wp * c_pad, c_pad, NR, vb + (cp * kt + tl) * NR,
-                          c_panels * kt * NR);
-          const T* din = dyt + n * dy_image + (2 * ti * 2 * tw + 2 * tj) * k_pad;
-          wk.grad_tile(din, 2 * tw * k_pad, k_pad, k_pad, z, k_pad);
-          for (int xi = 0; xi < 16; ++xi)
-            for (int64_t kp = 0; kp < k_panels; ++kp) {
-              const T* src = z + xi * k_pad + kp * MR;
-              T* d = za + ((xi * k_panels + kp) * kt + tl) * MR;
-              if (MR == 6) {  // every ISA's MR: a fixed-size copy, not a memcpy call
-                d[0] = src[0], d[1] = src[1], d[2] = src[2];
-                d[3] = src[3], d[4] = src[4], d[5] = src[5];
-              } else {
-                for (int i = 0; i < MR; ++i) d[i] = src[i];
-              }
-            }
+          wk.input_tile(xin, Wp * c_pad, c_pad, c_pad, vb + tl * c_pad, kt * c_pad);
+          const T* din = dyt + n * dy_image + (2 * ti * 2 * tw + 2 * tj) * k_vec;
+          wk.grad_tile(din, 2 * tw * k_vec, k_vec, k_vec, za + tl * lda, kt * lda);
         }
         for (int xi = 0; xi < 16; ++xi)
           for (int64_t kp = 0; kp < k_panels; ++kp)
             for (int64_t cp = 0; cp < c_panels; ++cp)
-              uk.fn(count, za + (xi * k_panels + kp) * kt * MR,
-                    vb + (xi * c_panels + cp) * kt * NR,
-                    du_split + xi * k_pad * c_pad + kp * MR * c_pad + cp * NR, c_pad, true);
+              uk.strided_a(count, za + xi * kt * lda + kp * MR, lda, v_rows,
+                           xi * kt * c_pad + cp * NR,
+                           du_split + xi * k_pad * c_pad + kp * MR * c_pad + cp * NR, c_pad,
+                           true);
       }
     });
   }
@@ -337,23 +338,24 @@ void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T*
 }
 
 template <typename T>
-void winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
-  if (s.K == 0 || s.C == 0) return;
+bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  if (s.K == 0 || s.C == 0) return true;
   const WinogradGeometry g =
       make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
   if (g.N * g.tiles_h * g.tiles_w == 0) {
     std::fill(dw, dw + s.K * s.C * 9, T(0));
-    return;
+    return true;
   }
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
   const WinogradKernels<T> wk = IsaKernelsOf<T>::winograd(isa);
   winograd_weight_grad_tiles(g, uk, wk, x, dy, dw);
+  return all_finite(dw, s.K * s.C * 9, dw, 0);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                            \
   template bool all_finite<T>(const T*, int64_t, const T*, int64_t);                     \
-  template void winograd_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);      \
+  template bool winograd_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);      \
   template void winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
   template void winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);
 FASTCONV_INSTANTIATE(float)

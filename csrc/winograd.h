@@ -25,7 +25,10 @@ void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bia
 template <typename T>
 void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx);
 
+// Returns false, with dw holding an infinity or a NaN, where x or dy did (or the sums
+// overflowed): every non-finite input reaches dW through the products, so the caller need not
+// scan x and dy first, and takes the GEMM path for the answer PyTorch gives.
 template <typename T>
-void winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw);
+bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw);
 
 }  // namespace fastconv
