@@ -77,17 +77,22 @@ int64_t packed_a_full_size(int64_t M, int64_t K, int mr) {
 }
 
 // Packs B(k0:k0+kc, j0:j0+nc) where B[k][j] = src[k*rs + j*cs] (see the layout above).
+// `transpose` (the ISA's, may be null) serves the case of columns contiguous in memory.
 template <typename T>
 void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t j0,
-                    int64_t nc, int nr, T* dst) {
+                    int64_t nc, int nr, T* dst, TransposeFn<T> transpose = nullptr) {
   for (int64_t jp = 0; jp < nc; jp += nr) {
     T* panel = dst + jp * kc;
     const int64_t cols = std::min<int64_t>(nr, nc - jp);
     if (rs == 1 && cs != 1) {
       // Columns contiguous in memory (a transposed operand): read each column straight down.
-      for (int64_t c = 0; c < cols; ++c) {
-        const T* column = src + k0 + (j0 + jp + c) * cs;
-        for (int64_t k = 0; k < kc; ++k) panel[k * nr + c] = column[k];
+      if (transpose) {
+        transpose(src + k0 + (j0 + jp) * cs, cs, cols, kc, panel, nr);
+      } else {
+        for (int64_t c = 0; c < cols; ++c) {
+          const T* column = src + k0 + (j0 + jp + c) * cs;
+          for (int64_t k = 0; k < kc; ++k) panel[k * nr + c] = column[k];
+        }
       }
       for (int64_t k = 0; k < kc; ++k)
         for (int64_t c = cols; c < nr; ++c) panel[k * nr + c] = T(0);
