@@ -168,6 +168,20 @@ void conv2d_weight_grad_py(const py::array& x, const py::array& dy, py::array& o
   });
 }
 
+// out = db (K): dy summed over its batch and plane; dy (N, K, Ho, Wo)
+void conv2d_bias_grad_py(const py::array& dy, py::array& out) {
+  const DType dt = float_dtype(dy, "grad_output");
+  require_float(dy, "grad_output", 4, dt);
+  require_float(out, "out", 1, dt, true);
+  require(out.shape(0) == dy.shape(1), "out: length differs from grad_output's channels");
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    py::gil_scoped_release release;
+    conv2d_bias_grad(dy.shape(0), dy.shape(1), dy.shape(2) * dy.shape(3), cdata<T>(dy),
+                     mdata<T>(out));
+  });
+}
+
 // Pool2dShape from the input-side (N,C,H,W) and output-side (N,C,Ho,Wo) arrays.
 Pool2dShape pool_shape(const py::array& big, const py::array& small, const Pair& kernel,
                        const Pair& stride, const Pair& padding, const Pair& dilation) {
@@ -320,6 +334,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("conv2d_input_grad", &conv2d_input_grad_py, py::arg("weight"), py::arg("grad_output"),
         py::arg("bias"), py::arg("out"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_bias_grad", &conv2d_bias_grad_py, py::arg("grad_output"), py::arg("out"));
   m.def("conv2d_weight_grad", &conv2d_weight_grad_py, py::arg("input"), py::arg("grad_output"),
         py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
         py::arg("groups"));

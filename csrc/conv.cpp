@@ -696,7 +696,32 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   }
 }
 
+// One task per channel, so the result does not depend on the thread count. Each plane is
+// summed in T over 8 interleaved partial sums (a loop the compiler vectorises without
+// reassociating anything), the planes' sums in double: more accurate than one running sum, and
+// memory-bound (NumPy's dy.sum((0, 2, 3)) took 0.39 ms on a 4 MiB float32 gradient).
+template <typename T>
+void conv2d_bias_grad(int64_t N, int64_t K, int64_t P, const T* dy, T* db) {
+  parallel_for(K, threads_for(double(N) * K * P, 1e5, K), [&](int64_t k, int) {
+    double total = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* plane = dy + (n * K + k) * P;
+      T part[8] = {};
+      int64_t i = 0;
+      for (; i + 8 <= P; i += 8)
+        for (int j = 0; j < 8; ++j) part[j] += plane[i + j];
+      T tail = 0;
+      for (; i < P; ++i) tail += plane[i];
+      total += double(((part[0] + part[1]) + (part[2] + part[3])) +
+                      ((part[4] + part[5]) + (part[6] + part[7]))) +
+               double(tail);
+    }
+    db[k] = static_cast<T>(total);
+  });
+}
+
 #define FASTCONV_INSTANTIATE(T)                                                             \
+  template void conv2d_bias_grad<T>(int64_t, int64_t, int64_t, const T*, T*);              \
   template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*);    \
   template void conv2d_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
   template void conv2d_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);

@@ -35,4 +35,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
 template <typename T>
 void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw);
 
+// db[k] = sum over n < N and p < P of dy[n][k][p]: the bias gradient, dy being (N, K, P).
+template <typename T>
+void conv2d_bias_grad(int64_t N, int64_t K, int64_t P, const T* dy, T* db);
+
 }  // namespace fastconv

@@ -9,8 +9,8 @@ from . import _core
 from ._runtime import (available_algorithms, available_isas, get_algorithm, get_isa,
                        get_num_threads, set_algorithm, set_isa, set_num_threads, show_config)
 from ._runtime import _apply_environment
-from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_input_grad,
-                      conv2d_weight_grad, conv_transpose2d, matmul, max_pool2d,
+from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_bias_grad,
+                      conv2d_input_grad, conv2d_weight_grad, conv_transpose2d, matmul, max_pool2d,
                       max_pool2d_backward, relu, relu_backward)
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
@@ -23,7 +23,7 @@ _apply_environment()
 del _apply_environment
 
 __all__ = [
-    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv_transpose2d",
+    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_bias_grad", "conv_transpose2d",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "matmul",
     "relu", "relu_backward",
     "set_num_threads", "get_num_threads", "show_config",

@@ -38,7 +38,7 @@ class Conv2d(Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = kernels.conv2d_input_grad(x.shape, weight, grad, *ctx.args) if need_x else None
         grad_w = kernels.conv2d_weight_grad(x, weight.shape, grad, *ctx.args) if need_w else None
-        grad_b = grad.sum(axis=(0, 2, 3)) if need_b else None
+        grad_b = kernels.conv2d_bias_grad(grad) if need_b else None
         return grad_x, grad_w, grad_b
 
 
@@ -61,7 +61,7 @@ class ConvTranspose2d(Function):
         grad_x = kernels.conv2d(grad, weight, None, *ctx.conv_args) if need_x else None
         grad_w = (kernels.conv2d_weight_grad(grad, weight.shape, x, *ctx.conv_args)
                   if need_w else None)
-        grad_b = grad.sum(axis=(0, 2, 3)) if need_b else None
+        grad_b = kernels.conv2d_bias_grad(grad) if need_b else None
         return grad_x, grad_w, grad_b
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "conv2d",
     "conv2d_input_grad",
     "conv2d_weight_grad",
+    "conv2d_bias_grad",
     "conv_transpose2d",
     "max_pool2d",
     "max_pool2d_backward",
@@ -272,6 +273,15 @@ def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, di
                          f"for input {x.shape}), got {dy.shape}")
     out = _output(out, weight_shape, x.dtype, (x, dy))
     _core.conv2d_weight_grad(_contiguous(x), _contiguous(dy), out, *geometry.core_args())
+    return out
+
+
+def conv2d_bias_grad(grad_output, out=None):
+    """Gradient of conv2d with respect to its bias: ``grad_output.sum((0, 2, 3))`` (a 3-D,
+    unbatched ``grad_output`` is summed over its plane), on fastconv's threads."""
+    dy, _ = _batched(_float_array(grad_output, "grad_output"), "grad_output")
+    out = _output(out, (dy.shape[1],), dy.dtype, (dy,))
+    _core.conv2d_bias_grad(_contiguous(dy), out)
     return out
 
 
