@@ -13,6 +13,7 @@
 #include "conv.h"
 #include "dispatch.h"
 #include "matmul.h"
+#include "optim.h"
 #include "pool.h"
 #include "threading.h"
 
@@ -306,6 +307,33 @@ void relu_backward_py(const py::array& y, const py::array& dy, py::array& out) {
   });
 }
 
+// One SGD step in place on flat (1-D) C-contiguous arrays of one size; buf may be None when
+// momentum == 0.
+void sgd_update_py(py::array& param, const py::array& grad, const py::object& buf, double lr,
+                   double momentum, double dampening, double weight_decay, bool nesterov,
+                   bool maximize, bool first_step) {
+  const DType dt = float_dtype(param, "param");
+  require_float(param, "param", 1, dt, true);
+  require_float(grad, "grad", 1, dt);
+  require(grad.shape(0) == param.shape(0), "grad: size differs from param's");
+  py::array buffer;
+  if (!buf.is_none()) {
+    if (!py::isinstance<py::array>(buf))
+      throw py::type_error("momentum_buffer: expected a numpy.ndarray or None");
+    buffer = py::reinterpret_borrow<py::array>(buf);
+    require_float(buffer, "momentum_buffer", 1, dt, true);
+    require(buffer.shape(0) == param.shape(0), "momentum_buffer: size differs from param's");
+  }
+  require(momentum == 0 || !buf.is_none(), "momentum_buffer: required when momentum != 0");
+  const SgdOptions options{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
+  with_float_type(dt, [&](auto zero) {
+    using T = decltype(zero);
+    T* b = buf.is_none() ? nullptr : mdata<T>(buffer);
+    py::gil_scoped_release release;
+    sgd_update(param.shape(0), mdata<T>(param), cdata<T>(grad), b, options);
+  });
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTCONV_VERSION;
@@ -353,6 +381,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("out"),
         py::arg("transpose_a"), py::arg("transpose_b"));
 
+  m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("buf"),
+        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+        py::arg("nesterov"), py::arg("maximize"), py::arg("first_step"));
   m.def("relu_forward", &relu_forward_py, py::arg("input"), py::arg("out"));
   m.def("relu_backward", &relu_backward_py, py::arg("output"), py::arg("grad_output"),
         py::arg("out"));

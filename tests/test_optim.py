@@ -117,6 +117,57 @@ def test_sgd_weight_decay_and_maximize():
     np.testing.assert_allclose(r.data, x1 + lr * (0.5 * g + g), rtol=1e-12)
 
 
+# --------------------------------------------------------------------------- SGD fused kernel
+SGD_OPTIONS = [dict(), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
+               dict(momentum=0.8, dampening=0.3), dict(weight_decay=0.01),
+               dict(momentum=0.9, weight_decay=0.01, maximize=True), dict(maximize=True),
+               dict(momentum=0.5, nesterov=True, weight_decay=0.1, maximize=True)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_sgd_fused_kernel_equals_the_numpy_path(options, dtype, monkeypatch):
+    """SGD.step takes kernels.sgd_update where the arrays allow; it must give the bits of the
+    NumPy code it replaces, over several steps, on a size spanning several threaded blocks."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(100_003).astype(dtype)
+    grads = [rng.standard_normal(x.size).astype(dtype) for _ in range(3)]
+    grads[1][:3] = [np.inf, -np.inf, np.nan]
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(optim.SGD, "_fused_step", lambda *args: False)
+        p = make_param(x, dtype)
+        opt = optim.SGD([p], lr=0.05, **options)
+        with np.errstate(invalid="ignore", over="ignore"):  # the inf and NaN entries
+            for g in grads:
+                step_with(opt, [p], [g])
+        results.append((p.data.copy(), opt.state[p].get("momentum_buffer")))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    if options.get("momentum"):
+        np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_sgd_update_kernel_errors():
+    from fastconv import kernels
+    p = np.zeros(4, np.float32)
+    g = np.ones(4, np.float32)
+    kernels.sgd_update(p, g, lr=0.5)
+    np.testing.assert_array_equal(p, np.full(4, -0.5, np.float32))
+    with pytest.raises(ValueError, match="momentum_buffer: required when momentum != 0"):
+        kernels.sgd_update(p, g, None, lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="grad: dtype float64 differs from param's"):
+        kernels.sgd_update(p, g.astype(np.float64), lr=0.1)
+    with pytest.raises(ValueError, match=r"grad: expected shape \(4,\)"):
+        kernels.sgd_update(p, g[:3], lr=0.1)
+    with pytest.raises(ValueError, match="param: must be a C-contiguous, writeable array"):
+        kernels.sgd_update(np.zeros(8, np.float32)[::2], g, lr=0.1)
+    with pytest.raises(ValueError, match="must not share memory"):
+        kernels.sgd_update(p, p, lr=0.1)
+    with pytest.raises(TypeError, match="momentum_buffer: expected a numpy.ndarray"):
+        kernels.sgd_update(p, g, [0.0] * 4, lr=0.1, momentum=0.9)
+
+
 # --------------------------------------------------------------------------- Adam by hand
 def adam_reference(x, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                    amsgrad=False, maximize=False, decoupled=False):

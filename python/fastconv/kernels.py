@@ -28,6 +28,7 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
     "matmul",
+    "sgd_update",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -501,3 +502,54 @@ def matmul(a, b, transpose_a=False, transpose_b=False, out=None):
     out = _output(out, (m, n), a.dtype, (a, b))
     _core.matmul(_contiguous(a), _contiguous(b), out, bool(transpose_a), bool(transpose_b))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer updates
+# ----------------------------------------------------------------------------------------------
+
+def _in_place(array, name, like=None):
+    """`array` as a C-contiguous, writeable float array (of like's shape and dtype) to update."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(array).__name__}")
+    _float_array(array, name)
+    if like is not None:
+        _same_dtype(like, "param", array, name)
+        if array.shape != like.shape:
+            raise ValueError(f"{name}: expected shape {like.shape} (param's), got {array.shape}")
+    if not array.flags.c_contiguous or not array.flags.writeable:
+        raise ValueError(f"{name}: must be a C-contiguous, writeable array (it is updated in "
+                         "place)")
+    return array
+
+
+def sgd_update(param, grad, momentum_buffer=None, lr=1e-3, momentum=0.0, dampening=0.0,
+               weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+    """One step of PyTorch's SGD on ``param`` in place, in one threaded pass::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                           if weight_decay != 0
+        buf = g (first_step) | momentum * buf + (1 - dampening) * g    if momentum != 0
+        g = g + momentum * buf if nesterov else buf                    if momentum != 0
+        param -= lr * g
+
+    each operation rounded in param's dtype as ``fastconv.optim.SGD``'s NumPy code rounds it.
+    ``momentum_buffer`` (updated in place) is required when momentum != 0.
+    """
+    param = _in_place(param, "param")
+    g = _float_array(grad, "grad")
+    _same_dtype(param, "param", g, "grad")
+    if g.shape != param.shape:
+        raise ValueError(f"grad: expected shape {param.shape} (param's), got {g.shape}")
+    arrays = [param, g]
+    if momentum_buffer is not None:
+        arrays.append(_in_place(momentum_buffer, "momentum_buffer", param))
+    elif momentum != 0:
+        raise ValueError("momentum_buffer: required when momentum != 0")
+    for i, a in enumerate(arrays):
+        if any(np.may_share_memory(a, b) for b in arrays[i + 1:]):
+            raise ValueError("param, grad and momentum_buffer must not share memory")
+    flat = None if momentum_buffer is None else momentum_buffer.reshape(-1)
+    _core.sgd_update(param.reshape(-1), _contiguous(g).reshape(-1), flat, float(lr),
+                     float(momentum), float(dampening), float(weight_decay), bool(nesterov),
+                     bool(maximize), bool(first_step))

@@ -8,6 +8,8 @@ scalars are cast to it first) and parameters are updated in place.
 
 import numpy as np
 
+from .. import kernels
+
 from .optimizer import Optimizer, _check_nonneg, _check_number, _grad_array
 
 __all__ = ["SGD", "Adam", "AdamW"]
@@ -63,6 +65,8 @@ class SGD(Optimizer):
                 if g is None:
                     continue
                 d = p.data
+                if self._fused_step(p, d, g, group):
+                    continue
                 t = d.dtype.type
                 owned = False  # whether g is a temporary we may overwrite
                 if weight_decay != 0:
@@ -103,6 +107,29 @@ class SGD(Optimizer):
                 else:
                     d -= np.multiply(g, t(lr))
         return loss
+
+
+    def _fused_step(self, p, d, g, group):
+        """The same update in one pass of ``kernels.sgd_update`` (same bits), where the arrays
+        allow it: C-contiguous float parameter and buffer that share no memory with anything."""
+        momentum = group["momentum"]
+        buf = self.state[p].get("momentum_buffer") if momentum != 0 else None
+        arrays = [d, g] if buf is None else [d, g, buf]
+        if not (d.dtype in _FUSED_DTYPES and d.flags.c_contiguous and d.flags.writeable) or (
+                buf is not None and not (buf.dtype == d.dtype and buf.shape == d.shape
+                                         and buf.flags.c_contiguous and buf.flags.writeable)):
+            return False
+        if any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
+            return False
+        first = momentum != 0 and buf is None
+        if first:
+            buf = self.state[p]["momentum_buffer"] = np.empty_like(d)
+        kernels.sgd_update(d, g, buf, group["lr"], momentum, group["dampening"],
+                           group["weight_decay"], group["nesterov"], group["maximize"], first)
+        return True
+
+
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Adam(Optimizer):
