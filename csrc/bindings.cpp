@@ -389,6 +389,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("out"));
 
   m.def("get_num_threads", &get_num_threads);
+  m.def("_peak_threads_claimed", &peak_threads_claimed, py::arg("reset"),
+        "The most threads fastconv's parallel regions used at once since the last reset.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     set_num_threads(n);
