@@ -6,15 +6,13 @@
 namespace fastconv {
 namespace {
 
+#ifdef FASTCONV_HAVE_AVX2  // defined by CMakeLists.txt on x86 only
 bool cpu_has_avx2_fma() {
-#if defined(FASTCONV_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
   // libgcc's detection also checks that the OS saves the YMM state (XGETBV).
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
 }
+#endif
 
 struct IsaEntry {
   const IsaKernels* kernels;
