@@ -5,8 +5,8 @@
   and the original one is restored afterwards.
 * ``algorithm`` fixture: the test runs once with the GEMM path only and once with
   Winograd wherever it applies (``fastconv.set_algorithm``), then restores the choice.
-* an autouse fixture restores the ISA, the algorithm and the thread count after every test,
-  so that a failing test cannot leak global state into the others.
+* an autouse fixture restores the ISA and the algorithm after every test and sets the
+  start-up thread count before and after it, so that no test leaks global state into others.
 * tolerance / layout helpers live in ``helpers.py`` and are re-exported here.
 """
 
@@ -58,18 +58,24 @@ def algorithm(request):
         fastconv.set_algorithm(original)
 
 
+# The thread count at start-up. A library that shares fastconv's libgomp (PyTorch's wheel
+# loads one of the same soname) lowers it for the calling thread with its own
+# omp_set_num_threads (torch.set_num_threads(1) in the parity tests): every test starts from
+# this count again, so that the multithreaded paths stay tested after such a module.
+_THREADS_AT_START = fastconv.get_num_threads()
+
+
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     isa0 = fastconv.get_isa()
-    nt0 = fastconv.get_num_threads()
     algorithm0 = fastconv.get_algorithm()
+    fastconv.set_num_threads(_THREADS_AT_START)
     yield
     if fastconv.get_algorithm() != algorithm0:
         fastconv.set_algorithm(algorithm0)
     if fastconv.get_isa() != isa0:
         fastconv.set_isa(isa0)
-    if fastconv.get_num_threads() != nt0:
-        fastconv.set_num_threads(nt0)
+    fastconv.set_num_threads(_THREADS_AT_START)
 
 
 @pytest.fixture
