@@ -10,6 +10,7 @@
 #include "depthwise.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common.h"
@@ -165,6 +166,15 @@ void depthwise_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw)
   if (s.K == 0 || RS == 0) return;
   const PlaneKernels<T> kernels = active_plane_kernels<T>();
   const int nthreads = plane_threads(s, s.K);
+  std::vector<int64_t> columns;
+  const PlaneGeometry g = plane_geometry(s, columns);
+  const auto rows_weight_grad = [&](int64_t k) {
+    const int64_t c = k / per_group;
+    T* dwk = dw + k * RS;
+    std::fill(dwk, dwk + RS, T(0));
+    for (int64_t n = 0; n < s.N; ++n)
+      kernels.weight_grad(g, x + (n * s.C + c) * HW, dy + (n * s.K + k) * P, dwk);
+  };
   if (stride_one(s)) {
     const FlatLayout f = input_layout(s);
     const FlatLayout rows_of_dy{f.pitch, s.Ho, {}};
@@ -182,18 +192,15 @@ void depthwise_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw)
         pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, 0, 0, rows_of_dy, dybuf);
         kernels.flat_dots(s.Ho * f.pitch, dybuf, xpad, f.offsets.data(), RS, dwk);
       }
+      // The flat vectors' dropped columns (zeros of dy) meet pixels of x that no window
+      // uses; an infinity or NaN there would make 0 * inf = NaN in dW, where PyTorch's sum
+      // has none. Any non-finite dW is therefore recomputed row by row, exactly.
+      if (!std::all_of(dwk, dwk + RS, [](T v) { return std::isfinite(v); }))
+        rows_weight_grad(k);
     });
     return;
   }
-  std::vector<int64_t> columns;
-  const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.K, nthreads, [&](int64_t k, int) {
-    const int64_t c = k / per_group;
-    T* dwk = dw + k * RS;
-    std::fill(dwk, dwk + RS, T(0));
-    for (int64_t n = 0; n < s.N; ++n)
-      kernels.weight_grad(g, x + (n * s.C + c) * HW, dy + (n * s.K + k) * P, dwk);
-  });
+  parallel_for(s.K, nthreads, [&](int64_t k, int) { rows_weight_grad(k); });
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                \
