@@ -38,7 +38,7 @@ python3 -m venv "$work/test-venv"
 # shellcheck disable=SC1091
 source "$work/test-venv/bin/activate"
 pip install -q "$wheel"
-pip install -q "pytest>=7" "scikit-learn>=1.0" "Pillow>=9"
+pip install -q "pytest>=7" "scikit-learn>=1.0" "Pillow>=9" "hypothesis>=6"
 if compgen -G "/opt/wheels/torch-2.13.0*.whl" >/dev/null; then
   pip install -q torch==2.13.0 >/dev/null 2>&1 || true
 fi
