@@ -131,7 +131,7 @@ def test_imports_in_either_order_then_correct_results(order):
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), child_report(proc)
 
 
-def test_many_python_threads_share_the_cores():
+def test_many_python_threads_share_the_cores(isa):
     """8 Python threads calling conv2d and max_pool2d at once: the serial results, and never
     more than get_num_threads() threads claimed beyond one per calling thread (no
     threads x threads)."""

@@ -1,7 +1,6 @@
 """Thread-count and ISA controls, show_config, concurrent use from Python threads."""
 
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -226,41 +225,3 @@ def test_show_config(capsys):
 def test_version_string():
     v = _version()
     assert isinstance(v, str) and re.match(r"^\d+\.\d+", v)
-
-
-def test_concurrent_python_threads(isa):
-    """Two Python threads calling the kernels at once get the serial results."""
-    rng = np.random.default_rng(42)
-    jobs = []
-    for i in range(6):
-        x = rng.standard_normal((2, 16, 19, 23))
-        w = rng.standard_normal((13, 16, 3, 3))
-        jobs.append((x, w))
-    serial = [fastconv.conv2d(x, w, padding=1) for x, w in jobs]
-    serial_mp = [fastconv.max_pool2d(x, 3, 1, 1, return_indices=True) for x, _ in jobs]
-    results = {}
-    errors = []
-
-    def worker(tid):
-        try:
-            for rep in range(3):
-                for j, (x, w) in enumerate(jobs):
-                    results[(tid, rep, j)] = (fastconv.conv2d(x, w, padding=1),
-                                              fastconv.max_pool2d(x, 3, 1, 1,
-                                                                  return_indices=True))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
-    assert len(results) == 2 * 3 * len(jobs)
-    for (tid, rep, j), (c, (m, i)) in results.items():
-        np.testing.assert_allclose(c, serial[j], rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(m, serial_mp[j][0])
-        np.testing.assert_array_equal(i, serial_mp[j][1])
-    # and the serial result is right
-    assert_close(serial[0], ref.conv2d(jobs[0][0], jobs[0][1], padding=1), np.float64, 144)
