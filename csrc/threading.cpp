@@ -50,7 +50,7 @@ void set_num_threads(int n) {
   n = openmp_enabled() ? std::max(1, n) : 1;
   num_threads_slot().store(n, std::memory_order_relaxed);
 #ifdef _OPENMP
-  omp_set_num_threads(n);  // this thread's limit too, so that the two agree (and threadpoolctl sees n)
+  omp_set_num_threads(n);  // this thread's limit too: the two agree, threadpoolctl sees n
 #endif
 }
 

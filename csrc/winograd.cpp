@@ -200,7 +200,8 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
   const int64_t splits = nthreads;
   const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * lda * kt;
   // Per thread: V, Z and V's row pointers (rounded so that the next thread's V stays aligned).
-  const int64_t pointer_elems = round_up(ceil_div(kt * int64_t(sizeof(T*)), int64_t(sizeof(T))), 16);
+  const int64_t pointer_elems =
+      round_up(ceil_div(kt * int64_t(sizeof(T*)), int64_t(sizeof(T))), 16);
   const int64_t per_thread = vb_size + za_size + pointer_elems;
   const int64_t du_size = 16 * k_pad * c_pad;
   T* xt = thread_scratch<T>(kScratchColumns, chunk * x_image);
