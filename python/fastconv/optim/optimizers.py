@@ -9,7 +9,6 @@ scalars are cast to it first) and parameters are updated in place.
 import numpy as np
 
 from .. import kernels
-
 from .optimizer import Optimizer, _check_nonneg, _check_number, _grad_array
 
 __all__ = ["SGD", "Adam", "AdamW"]
@@ -107,7 +106,6 @@ class SGD(Optimizer):
                 else:
                     d -= np.multiply(g, t(lr))
         return loss
-
 
     def _fused_step(self, p, d, g, group):
         """The same update in one pass of ``kernels.sgd_update`` (same bits), where the arrays
