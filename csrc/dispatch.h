@@ -37,7 +37,6 @@ struct IsaKernelsOf<float> {
   static const PlaneKernels<float>& planes(const IsaKernels& k) { return k.planes_f32; }
   static const WinogradKernels<float>& winograd(const IsaKernels& k) { return k.winograd_f32; }
   static TransposeFn<float> transpose(const IsaKernels& k) { return k.transpose_f32; }
-  static PackRows8Fn<float> pack_rows8(const IsaKernels& k) { return k.pack_rows8_f32; }
 };
 template <>
 struct IsaKernelsOf<double> {
@@ -45,7 +44,6 @@ struct IsaKernelsOf<double> {
   static const PlaneKernels<double>& planes(const IsaKernels& k) { return k.planes_f64; }
   static const WinogradKernels<double>& winograd(const IsaKernels& k) { return k.winograd_f64; }
   static TransposeFn<double> transpose(const IsaKernels& k) { return k.transpose_f64; }
-  static PackRows8Fn<double> pack_rows8(const IsaKernels& k) { return k.pack_rows8_f64; }
 };
 
 template <typename T>

@@ -33,11 +33,18 @@ using MicroKernelIndirectAFn = void (*)(int64_t kc, const T* const* a_rows, cons
                                         int64_t ldc, bool accumulate);
 
 // The same tile with A(i, k) = a[k*lda + i] and B rows through pointers as for `indirect`
-// (the weight gradient's A, packed eight lanes wide by pack_rows8).
+// (the Winograd weight gradient's transformed tiles).
 template <typename T>
 using MicroKernelStridedAFn = void (*)(int64_t kc, const T* a, int64_t lda,
                                        const T* const* b_rows, int64_t b_offset, T* c,
                                        int64_t ldc, bool accumulate);
+
+// The same tile with A's rows through pointers as for `indirect_a` and B's rows as for
+// `indirect` (the channels-last weight gradient: dy's rows and the image, both in place).
+template <typename T>
+using MicroKernelIndirectABFn = void (*)(int64_t kc, const T* const* a_rows,
+                                         const T* const* b_rows, int64_t b_offset, T* c,
+                                         int64_t ldc, bool accumulate);
 
 template <typename T>
 struct MicroKernel {
@@ -47,6 +54,7 @@ struct MicroKernel {
   MicroKernelIndirectFn<T> indirect;
   MicroKernelIndirectAFn<T> indirect_a;
   MicroKernelStridedAFn<T> strided_a;
+  MicroKernelIndirectABFn<T> indirect_ab;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are
@@ -134,9 +142,6 @@ struct WinogradKernels {
 template <typename T>
 using TransposeFn = void (*)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
                              int64_t dst_stride);
-// dst[j*8 + i] = src[i*src_stride + j] for i < rows (<= 8), 0 for rows <= i < 8, j < cols.
-template <typename T>
-using PackRows8Fn = void (*)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst);
 
 struct IsaKernels {
   const char* name;
@@ -148,8 +153,6 @@ struct IsaKernels {
   WinogradKernels<double> winograd_f64;
   TransposeFn<float> transpose_f32;
   TransposeFn<double> transpose_f64;
-  PackRows8Fn<float> pack_rows8_f32;
-  PackRows8Fn<double> pack_rows8_f64;
   const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
 

@@ -174,6 +174,19 @@ void gemm_ukernel_f64_6x8_indirect_a_avx2(int64_t kc, const double* const* a_row
   gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
 }
 
+void gemm_ukernel_f32_6x16_indirect_ab_avx2(int64_t kc, const float* const* a_rows,
+                                            const float* const* b_rows, int64_t b_offset,
+                                            float* c, int64_t ldc, bool accumulate) {
+  const PointerA<float> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
+  gemm_f32_6x16(kc, a, PointerRows<float>{b_rows, b_offset}, c, ldc, accumulate);
+}
+void gemm_ukernel_f64_6x8_indirect_ab_avx2(int64_t kc, const double* const* a_rows,
+                                           const double* const* b_rows, int64_t b_offset,
+                                           double* c, int64_t ldc, bool accumulate) {
+  const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
+  gemm_f64_6x8(kc, a, PointerRows<double>{b_rows, b_offset}, c, ldc, accumulate);
+}
+
 // Transposes in 8x8 (float) / 4x4 (double) register blocks; the edges element by element.
 template <typename T>
 void transpose_edges(const T* src, int64_t src_stride, int64_t rows, int64_t cols, int64_t i0,
@@ -254,46 +267,14 @@ void gemm_ukernel_f64_6x8_strided_a_avx2(int64_t kc, const double* a, int64_t ld
                accumulate);
 }
 
-// pack_rows8: register transposes of the rows (zero past `rows`), full 8-lane stores; the
-// columns past the last whole block element by element.
-void pack_rows8_f32_avx2(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
-                         float* dst) {
-  const int64_t j_end = cols / 8 * 8;
-  for (int64_t j = 0; j < j_end; j += 8) {
-    __m256 in[8], out[8];
-    for (int i = 0; i < 8; ++i)
-      in[i] = i < rows ? _mm256_loadu_ps(src + i * src_stride + j) : _mm256_setzero_ps();
-    transpose8x8_ps(in, out);
-    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * 8, out[k]);
-  }
-  for (int64_t j = j_end; j < cols; ++j)
-    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : 0.0f;
-}
-
-void pack_rows8_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int64_t cols,
-                         double* dst) {
-  const int64_t j_end = cols / 4 * 4;
-  for (int64_t j = 0; j < j_end; j += 4) {
-    for (int half = 0; half < 2; ++half) {  // rows 0-3, then 4-7
-      __m256d in[4], out[4];
-      for (int i = 0; i < 4; ++i) {
-        const int64_t row = half * 4 + i;
-        in[i] = row < rows ? _mm256_loadu_pd(src + row * src_stride + j) : _mm256_setzero_pd();
-      }
-      transpose4x4_pd(in, out);
-      for (int k = 0; k < 4; ++k) _mm256_storeu_pd(dst + (j + k) * 8 + half * 4, out[k]);
-    }
-  }
-  for (int64_t j = j_end; j < cols; ++j)
-    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : 0.0;
-}
-
 const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2,
-     &gemm_ukernel_f32_6x16_indirect_a_avx2, &gemm_ukernel_f32_6x16_strided_a_avx2},
+     &gemm_ukernel_f32_6x16_indirect_a_avx2, &gemm_ukernel_f32_6x16_strided_a_avx2,
+     &gemm_ukernel_f32_6x16_indirect_ab_avx2},
     {6, 8, &gemm_ukernel_f64_6x8_avx2, &gemm_ukernel_f64_6x8_indirect_avx2,
-     &gemm_ukernel_f64_6x8_indirect_a_avx2, &gemm_ukernel_f64_6x8_strided_a_avx2},
+     &gemm_ukernel_f64_6x8_indirect_a_avx2, &gemm_ukernel_f64_6x8_strided_a_avx2,
+     &gemm_ukernel_f64_6x8_indirect_ab_avx2},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
@@ -304,8 +285,6 @@ const IsaKernels kAvx2 = {
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
     &transpose_f32_avx2,
     &transpose_f64_avx2,
-    &pack_rows8_f32_avx2,
-    &pack_rows8_f64_avx2,
     &kPoolRowKernelsAvx2,
 };
 

@@ -105,12 +105,6 @@ void transpose_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t 
 }
 
 template <typename T>
-void pack_rows8_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst) {
-  for (int64_t j = 0; j < cols; ++j)
-    for (int64_t i = 0; i < 8; ++i) dst[j * 8 + i] = i < rows ? src[i * src_stride + j] : T(0);
-}
-
-template <typename T>
 void gemm_ukernel_strided_a_baseline(int64_t kc, const T* a, int64_t lda, const T* const* b_rows,
                                      int64_t b_offset, T* c, int64_t ldc, bool accumulate) {
   gemm_6x2v<T>(kc, [a, lda](int64_t k, int i) { return a + k * lda + i; },
@@ -118,12 +112,23 @@ void gemm_ukernel_strided_a_baseline(int64_t kc, const T* a, int64_t lda, const 
                accumulate);
 }
 
+template <typename T>
+void gemm_ukernel_indirect_ab_baseline(int64_t kc, const T* const* a_rows, const T* const* b_rows,
+                                       int64_t b_offset, T* c, int64_t ldc, bool accumulate) {
+  const T* p[6] = {a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]};
+  gemm_6x2v<T>(kc, [&p](int64_t k, int i) { return p[i] + k; },
+               [b_rows, b_offset](int64_t k) { return b_rows[k] + b_offset; }, c, ldc,
+               accumulate);
+}
+
 const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>,
-     &gemm_ukernel_indirect_a_baseline<float>, &gemm_ukernel_strided_a_baseline<float>},
+     &gemm_ukernel_indirect_a_baseline<float>, &gemm_ukernel_strided_a_baseline<float>,
+     &gemm_ukernel_indirect_ab_baseline<float>},
     {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>,
-     &gemm_ukernel_indirect_a_baseline<double>, &gemm_ukernel_strided_a_baseline<double>},
+     &gemm_ukernel_indirect_a_baseline<double>, &gemm_ukernel_strided_a_baseline<double>,
+     &gemm_ukernel_indirect_ab_baseline<double>},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &flat_correlate<float>, &flat_dots<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
@@ -134,8 +139,6 @@ const IsaKernels kBaseline = {
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},
     &transpose_baseline<float>,
     &transpose_baseline<double>,
-    &pack_rows8_baseline<float>,
-    &pack_rows8_baseline<double>,
     nullptr,
 };
 
