@@ -6,10 +6,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "activation.h"
+#include "buffer_pool.h"
 #include "conv.h"
 #include "dispatch.h"
 #include "matmul.h"
@@ -348,6 +352,32 @@ py::dict build_info() {
   return info;
 }
 
+// One block of the buffer pool, the base object of the arrays built on it: it goes back to the
+// pool when the array and every view of it are gone. It exposes a writeable buffer, so that
+// NumPy lets such an array be made read-only and writeable again, as one that owns its data.
+struct PoolBlock {
+  void* data;
+  size_t nbytes;
+  PoolBlock(void* d, size_t n) : data(d), nbytes(n) {}
+  PoolBlock(const PoolBlock&) = delete;
+  PoolBlock& operator=(const PoolBlock&) = delete;
+  ~PoolBlock() { buffer_pool_release(data); }
+};
+
+// An uninitialised C-contiguous array on a block of the buffer pool.
+py::array pooled_empty(const std::vector<py::ssize_t>& shape, const py::dtype& dtype) {
+  size_t nbytes = static_cast<size_t>(dtype.itemsize());
+  for (py::ssize_t d : shape) {
+    if (d < 0) throw py::value_error("pooled_empty: negative dimension " + std::to_string(d));
+    if (d != 0 && nbytes > SIZE_MAX / static_cast<size_t>(d)) throw std::bad_alloc();
+    nbytes *= static_cast<size_t>(d);
+  }
+  auto block = std::make_unique<PoolBlock>(buffer_pool_acquire(nbytes), nbytes);
+  void* data = block->data;
+  py::object owner = py::cast(std::move(block));
+  return py::array(dtype, shape, std::vector<py::ssize_t>{}, data, owner);
+}
+
 }  // namespace
 }  // namespace fastconv
 
@@ -402,4 +432,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_algorithm", &conv_algorithm_name);
   m.def("set_algorithm", &set_conv_algorithm, py::arg("name"));
   m.def("build_info", &build_info);
+  py::class_<PoolBlock>(m, "_PoolBlock", py::buffer_protocol())
+      .def_buffer([](PoolBlock& b) {
+        return py::buffer_info(b.data, 1, "B", 1, {static_cast<py::ssize_t>(b.nbytes)}, {1},
+                               false);
+      });
+  m.def("pooled_empty", &pooled_empty, py::arg("shape"), py::arg("dtype"));
+  m.def("set_buffer_pool_limit", &set_buffer_pool_limit, py::arg("nbytes"));
+  m.def("buffer_pool_limit", &buffer_pool_limit);
+  m.def("buffer_pool_cached_bytes", &buffer_pool_cached_bytes);
 }

@@ -6,8 +6,9 @@ nn -> optim -> data -> train (fit, evaluate, the `fastconv` command).
 """
 
 from . import _core
-from ._runtime import (available_algorithms, available_isas, get_algorithm, get_isa,
-                       get_num_threads, set_algorithm, set_isa, set_num_threads, show_config)
+from ._runtime import (available_algorithms, available_isas, get_algorithm,
+                       get_buffer_pool_limit, get_isa, get_num_threads, set_algorithm,
+                       set_buffer_pool_limit, set_isa, set_num_threads, show_config)
 from ._runtime import _apply_environment
 from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_bias_grad,
                       conv2d_input_grad, conv2d_weight_grad, conv_transpose2d, matmul, max_pool2d,
@@ -28,7 +29,7 @@ __all__ = [
     "relu", "relu_backward",
     "set_num_threads", "get_num_threads", "show_config",
     "available_isas", "get_isa", "set_isa", "available_algorithms", "get_algorithm",
-    "set_algorithm",
+    "set_algorithm", "set_buffer_pool_limit", "get_buffer_pool_limit",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
     "nn", "optim", "data", "models", "train", "summary",
 ]

@@ -8,7 +8,8 @@ from . import _core
 from .kernels import _int
 
 __all__ = ["set_num_threads", "get_num_threads", "available_isas", "get_isa", "set_isa",
-           "available_algorithms", "get_algorithm", "set_algorithm", "show_config"]
+           "available_algorithms", "get_algorithm", "set_algorithm", "set_buffer_pool_limit",
+           "get_buffer_pool_limit", "show_config"]
 
 
 def set_num_threads(n: int) -> None:
@@ -65,8 +66,26 @@ def set_algorithm(name: str) -> None:
         raise ValueError(f"name: expected one of {available_algorithms()}, got {name!r}")
 
 
+def set_buffer_pool_limit(nbytes: int) -> None:
+    """Keep at most `nbytes` of freed output memory for reuse (default 1 GiB).
+
+    The kernels' fresh outputs come from a pool: when an array (and every view of it) is
+    gone, its memory of 64 KiB or more is kept and handed out again for an array of the same
+    size, instead of going back to the system and page-faulting on its next first touch. The
+    limit bounds the free memory kept, not the arrays in use; 0 keeps none and frees what is
+    kept. FASTCONV_BUFFER_POOL_MB=<n> sets it at import.
+    """
+    _core.set_buffer_pool_limit(_int(nbytes, "nbytes", minimum=0))
+
+
+def get_buffer_pool_limit() -> int:
+    """The most bytes of freed output memory the pool keeps (see set_buffer_pool_limit)."""
+    return _core.buffer_pool_limit()
+
+
 def _apply_environment() -> None:
-    """Honour FASTCONV_ISA=<name> and FASTCONV_ALGORITHM=<name> at import."""
+    """Honour FASTCONV_ISA=<name>, FASTCONV_ALGORITHM=<name> and FASTCONV_BUFFER_POOL_MB=<n>
+    at import."""
     requested = os.environ.get("FASTCONV_ISA", "").strip()
     if requested and not _core.set_isa(requested):
         raise ValueError(f"FASTCONV_ISA={requested!r} is not available on this CPU/build; "
@@ -75,6 +94,12 @@ def _apply_environment() -> None:
     if algorithm and not _core.set_algorithm(algorithm):
         raise ValueError(f"FASTCONV_ALGORITHM={algorithm!r} is not one of "
                          f"{available_algorithms()}")
+    pool_mb = os.environ.get("FASTCONV_BUFFER_POOL_MB", "").strip()
+    if pool_mb:
+        if not pool_mb.isdigit():
+            raise ValueError(f"FASTCONV_BUFFER_POOL_MB={pool_mb!r}: expected a whole number of "
+                             "MiB, e.g. 0 or 512")
+        _core.set_buffer_pool_limit(int(pool_mb) << 20)
 
 
 def show_config() -> None:
@@ -90,5 +115,7 @@ def show_config() -> None:
         f"  ISAs available: {', '.join(available_isas())}",
         f"  ISAs compiled:  {', '.join(info['isas_compiled'])}",
         f"  conv algorithm: {get_algorithm()}",
+        f"  buffer pool:    {_core.buffer_pool_cached_bytes() >> 20} MiB kept of "
+        f"{get_buffer_pool_limit() >> 20} MiB",
     ]
     print("\n".join(lines))

@@ -9,8 +9,10 @@ argument, computes output shapes (with the formulas of ``_shapes``) and allocate
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -120,13 +122,24 @@ def _contiguous(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _empty(shape, dtype) -> np.ndarray:
+    """A fresh uninitialised array from the buffer pool: memory of arrays that died is handed
+    out again, so a training step's activations and gradients do not page-fault every step
+    (``set_buffer_pool_limit``)."""
+    dtype = np.dtype(dtype)
+    if math.prod(shape) * dtype.itemsize > sys.maxsize:  # as np.empty would refuse it
+        raise ValueError(f"output: an array of shape {tuple(shape)} and dtype {dtype} is too "
+                         f"big (more than {sys.maxsize} bytes)")
+    return _core.pooled_empty(shape, dtype)
+
+
 def _output(out, shape, dtype, inputs) -> np.ndarray:
     """The array to write the result into: a fresh one, or `out` once it is checked to be a
     C-contiguous, writeable ndarray of exactly `shape` and `dtype` sharing no memory with the
     inputs (kernels overwrite it; reusing it between calls avoids page faults on fresh memory)."""
     shape = tuple(shape)
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return _empty(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
@@ -387,7 +400,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
     shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
     out = _output(out, shape, x.dtype, (x,))
-    indices = np.empty(shape, dtype=np.int64) if return_indices else None
+    indices = _empty(shape, np.int64) if return_indices else None
     _core.max_pool2d_forward(_contiguous(x4), out[None] if unbatched else out,
                              None if indices is None else (indices[None] if unbatched else indices),
                              geometry.kernel, geometry.stride, geometry.padding,
