@@ -58,9 +58,13 @@ void for_row_blocks(int64_t planes, int64_t rows, int nthreads, const Body& body
   });
 }
 
+// Work of a pass: its outputs' window taps, plus what each output row costs on its own (a row
+// kernel call and the edges, about 32 taps' worth: 64x16x10x10 k2 took 0.24 ms on one thread
+// while the taps alone counted as too little work for two).
 int pool_threads(const Pool2dShape& s, double ops_per_output, int64_t rows) {
-  return threads_for(double(s.N) * s.C * s.Ho * s.Wo * ops_per_output, kMinOpsPerThread,
-                     s.N * s.C * std::max<int64_t>(rows, 1));
+  constexpr double kOpsPerRow = 32;
+  return threads_for(double(s.N) * s.C * s.Ho * (s.Wo * ops_per_output + kOpsPerRow),
+                     kMinOpsPerThread, s.N * s.C * std::max<int64_t>(rows, 1));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -84,10 +88,9 @@ inline void max_one(const Pool2dShape& s, const T* x, int64_t ih0, int64_t i_lo,
     for (int64_t j = j_lo; j < j_hi; ++j) {
       const int64_t iw = iw0 + j * s.dil_w;
       const T v = xrow[iw];
-      if (v > best || v != v) {  // NaN wins, as in PyTorch
-        best = v;
-        bi = ih * s.W + iw;
-      }
+      const bool take = (v > best) | (v != v);  // NaN wins, as in PyTorch; no branch to miss
+      best = take ? v : best;
+      bi = take ? ih * s.W + iw : bi;
     }
   }
   *yo = best;
@@ -110,10 +113,9 @@ void max_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int
       for (int64_t i = 0; i < nrows; ++i)
         for (int64_t j = 0; j < kw; ++j) {
           const T v = p[i * rstep + j * dw];
-          if (v > best || v != v) {
-            best = v;
-            code = i * rstep + j * dw;
-          }
+          const bool take = (v > best) | (v != v);
+          best = take ? v : best;
+          code = take ? i * rstep + j * dw : code;
         }
       y[l] = best;
       if (kIdx) idx[l] = idx_base + l * sw + code;

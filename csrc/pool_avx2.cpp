@@ -84,23 +84,27 @@ void max_row_avx2(const float* xr, int64_t nrows, int64_t rstep, int64_t kw_rt, 
   }
 }
 
+// Rows shorter than a vector: one output at a time, the comparisons in SSE registers so that
+// no branch depends on the data (random inputs mispredicted half of them: 64x16x10x10 took
+// 0.56 ms).
 void max_row_scalar(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
                     int64_t sw, int64_t c0, int64_t count, float* y, int64_t* idx,
                     int64_t idx_base) {
   for (int64_t l = 0; l < count; ++l) {
     const float* p = xr + c0 + l * sw;
-    float best = p[0];
-    int64_t code = 0;
+    __m128 best = _mm_load_ss(p);
+    __m128 code = _mm_setzero_ps();
     for (int64_t i = 0; i < nrows; ++i)
       for (int64_t j = 0; j < kw; ++j) {
-        const float v = p[i * rstep + j * dw];
-        if (v > best || v != v) {
-          best = v;
-          code = i * rstep + j * dw;
-        }
+        const int32_t off = static_cast<int32_t>(i * rstep + j * dw);
+        const __m128 v = _mm_load_ss(p + off);
+        const __m128 take = _mm_or_ps(_mm_cmp_ss(v, best, _CMP_GT_OQ),
+                                      _mm_cmp_ss(v, v, _CMP_UNORD_Q));
+        best = _mm_blendv_ps(best, v, take);
+        code = _mm_blendv_ps(code, _mm_castsi128_ps(_mm_cvtsi32_si128(off)), take);
       }
-    y[l] = best;
-    if (idx) idx[l] = idx_base + l * sw + code;
+    _mm_store_ss(y + l, best);
+    if (idx) idx[l] = idx_base + l * sw + _mm_cvtsi128_si32(_mm_castps_si128(code));
   }
 }
 
