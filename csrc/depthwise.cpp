@@ -104,7 +104,7 @@ void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bi
     const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
     T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
     std::fill(scratch, scratch + nthreads * per_thread, T(0));
-    parallel_for(s.N * s.K, nthreads, [&](int64_t task, int thread) {
+    parallel_for_runs(s.N * s.K, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
       T* xpad = scratch + thread * per_thread;
       T* ybuf = xpad + f.rows * f.pitch;
@@ -117,7 +117,7 @@ void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bi
   }
   std::vector<int64_t> columns;
   const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.N * s.K, nthreads, [&](int64_t task, int) {
+  parallel_for_runs(s.N * s.K, nthreads, [&](int64_t task, int) {
     const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
     T* yp = y + task * P;
     std::fill(yp, yp + P, bias ? bias[k] : T(0));
@@ -136,7 +136,7 @@ void depthwise_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T
     const int64_t per_thread = (f.rows + s.H) * f.pitch;
     T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
     std::fill(scratch, scratch + nthreads * per_thread, T(0));
-    parallel_for(s.N * s.C, nthreads, [&](int64_t task, int thread) {
+    parallel_for_runs(s.N * s.C, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.C, c = task % s.C;
       T* dypad = scratch + thread * per_thread;
       T* dxbuf = dypad + f.rows * f.pitch;
@@ -151,7 +151,7 @@ void depthwise_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T
   }
   std::vector<int64_t> columns;
   const PlaneGeometry g = plane_geometry(s, columns);
-  parallel_for(s.N * s.C, nthreads, [&](int64_t task, int) {
+  parallel_for_runs(s.N * s.C, nthreads, [&](int64_t task, int) {
     const int64_t n = task / s.C, c = task % s.C;
     T* dxp = dx + task * HW;
     std::fill(dxp, dxp + HW, bias ? bias[c] : T(0));

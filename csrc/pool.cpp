@@ -49,24 +49,12 @@ int64_t row_blocks(int64_t planes, int64_t rows, int nthreads) {
   return std::min<int64_t>(rows, ceil_div(8 * nthreads, std::max<int64_t>(planes, 1)));
 }
 
-// Runs of whole planes, about 8 per thread: many small planes as one task each spent more on
-// handing out tasks than on pooling (LeNet's 1,024 planes of 10x10).
-template <typename Body>
-void for_plane_runs(int64_t planes, int nthreads, const Body& body) {
-  const int64_t run = nthreads > 1 ? std::max<int64_t>(1, planes / (8 * nthreads)) : planes;
-  parallel_for(ceil_div(planes, std::max<int64_t>(run, 1)), nthreads,
-               [&](int64_t task, int thread) {
-                 for (int64_t p = task * run; p < std::min(planes, (task + 1) * run); ++p)
-                   body(p, thread);
-               });
-}
-
 template <typename Body>
 void for_row_blocks(int64_t planes, int64_t rows, int nthreads, const Body& body) {
   const int64_t blocks = row_blocks(planes, rows, nthreads);
   if (blocks == 1)
-    return for_plane_runs(planes, nthreads,
-                          [&](int64_t plane, int thread) { body(plane, 0, rows, thread); });
+    return parallel_for_runs(planes, nthreads,
+                             [&](int64_t plane, int thread) { body(plane, 0, rows, thread); });
   parallel_for(planes * blocks, nthreads, [&](int64_t task, int thread) {
     const int64_t plane = task / blocks, b = task % blocks;
     body(plane, b * rows / blocks, (b + 1) * rows / blocks, thread);
@@ -485,7 +473,7 @@ template <typename T>
 bool max_pool2d_backward(const Pool2dShape& s, const T* dy, const int64_t* indices, T* dx) {
   const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
   std::atomic<bool> ok{true};
-  for_plane_runs(s.N * s.C, pool_threads(s, 2.0, 1), [&](int64_t plane, int) {
+  parallel_for_runs(s.N * s.C, pool_threads(s, 2.0, 1), [&](int64_t plane, int) {
     if (!max_backward_scatter(HW, P, dy + plane * P, indices + plane * P, dx + plane * HW))
       ok.store(false, std::memory_order_relaxed);
   });
