@@ -448,7 +448,8 @@ def test_avg_pool_backward_matches_torch_order_exactly():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
     for k, s, p, ceil in ((3, 2, 1, False), (3, 1, 1, False), (2, 2, 0, False),
-                          (3, 2, 1, True), (5, 3, 2, True)):
+                          (3, 2, 1, True), (5, 3, 2, True),
+                          (2, 2, 0, True), (3, 3, 0, True), (4, 4, 0, False)):  # k == s
         x = rng.standard_normal((2, 3, 23, 29)).astype(np.float32)
         y = fastconv.avg_pool2d(x, k, s, p, ceil_mode=ceil)
         go = rng.standard_normal(y.shape).astype(np.float32)
