@@ -577,11 +577,15 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   int64_t a_size;
   const T* a_packed = pack_group_weights(w, G, CRS, Kg, 1, CRS, blk, uk.mr, &a_size);
 
+  // 1x1, stride 1, no padding: the column gradient is dx itself (col2im would be a copy), so
+  // the GEMM writes into dx, onto the bias where there is one.
+  const bool direct = RS == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+                      s.pad_w == 0;
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
-  const int64_t chunk = std::clamp<int64_t>(
+  const int64_t chunk = direct ? s.N : std::clamp<int64_t>(
       kColumnScratchBytes / std::max<int64_t>(1, per_image * static_cast<int64_t>(sizeof(T))), 1,
       s.N);
-  T* dcol = thread_scratch<T>(kScratchColumns, chunk * per_image);
+  T* dcol = direct ? nullptr : thread_scratch<T>(kScratchColumns, chunk * per_image);
   const int64_t col_blocks = ceil_div(P, blk.nc);
   const int gemm_threads =
       threads_for(2.0 * chunk * s.K * P * CRS, kMinFlopsPerThread, chunk * G * col_blocks);
@@ -596,14 +600,18 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
       const int64_t p0 = pb * blk.nc, nc = std::min(blk.nc, P - p0);
       const T* dyg = dy + ((n0 + nl) * s.K + g * Kg) * P;
       const T* ag = a_packed + g * a_size;
-      T* colg = dcol + (nl * G + g) * CRS * P;
+      T* colg = direct ? dx + ((n0 + nl) * s.C + g * Cg) * HW : dcol + (nl * G + g) * CRS * P;
+      if (direct && bias)
+        for (int64_t c = 0; c < Cg; ++c)
+          std::fill(colg + c * P + p0, colg + c * P + p0 + nc, bias[g * Cg + c]);
       gemm(
           uk, blk, CRS, nc, Kg, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
           [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
             pack_b_strided(dyg, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
           },
-          colg + p0, P, false, b_scratch + thread * b_size);
+          colg + p0, P, direct && bias, b_scratch + thread * b_size);
     });
+    if (direct) continue;
     parallel_for(nb * s.C, col2im_threads, [&](int64_t task, int) {
       const int64_t nl = task / s.C, c = task % s.C, g = c / Cg, cl = c % Cg;
       const T* col = dcol + ((nl * G + g) * CRS + cl * RS) * P;

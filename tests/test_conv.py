@@ -528,3 +528,21 @@ def test_panels_spanning_output_rows(kernel, padding, dtype, isa):
         b = rand(rng, (17,), dtype)
         assert_close(fastconv.conv2d(x, w, b, padding=padding),
                      ref.conv2d(x, w, b, padding=padding), dtype, 33 * kernel[0], f"{H}x{W}")
+
+
+@pytest.mark.parametrize("groups,C,K", [(1, 24, 40), (2, 16, 12), (1, 8, 300)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
+    """1x1 stride-1 unpadded layers: the GEMM writes the input gradient straight into dx
+    (onto the bias for conv_transpose2d); K = 300 spans two reduction blocks."""
+    rng = np.random.default_rng(C * K + groups)
+    dy = rng.standard_normal((3, K, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((K, C // groups, 1, 1)).astype(np.float32)
+    got = fastconv.conv2d_input_grad((3, C, 7, 9), w, dy, groups=groups)
+    want = ref.conv2d_input_grad((3, C, 7, 9), w, dy, groups=groups)
+    assert_close(got, want, np.float32, K // groups, "input grad")
+    b = rng.standard_normal(C).astype(np.float32) if bias else None
+    wt = rng.standard_normal((K, C // groups, 1, 1)).astype(np.float32)
+    got_t = fastconv.conv_transpose2d(dy, wt, b, groups=groups)
+    want_t = ref.conv_transpose2d(dy, wt, b, groups=groups)
+    assert_close(got_t, want_t, np.float32, K // groups, "conv_transpose2d")
