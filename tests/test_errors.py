@@ -529,3 +529,21 @@ def test_broadcast_and_byteswapped_inputs(isa):
         assert r.dtype.kind == "f" and r.dtype.itemsize == xs.dtype.itemsize
         tol = 1e-4 if xs.dtype.itemsize == 4 else 1e-10
         np.testing.assert_allclose(r, ref.conv2d(xs, ws, padding=1), rtol=tol, atol=tol * 5)
+
+
+def test_checked_arguments_looked_up_by_value_keep_their_errors():
+    """Valid geometries are memoized by value: a bool, equal to 1 as a key, must still be
+    refused after the same call with ints succeeded (and a list still checked)."""
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    fastconv.conv2d(x, w, stride=(1, 1), padding=1)
+    fastconv.max_pool2d(x, (2, 2), stride=(1, 1))
+    for bad in [(1, True), True]:
+        with pytest.raises(TypeError, match="stride"):
+            fastconv.conv2d(x, w, stride=bad, padding=1)
+        with pytest.raises(TypeError, match="stride"):
+            fastconv.max_pool2d(x, (2, 2), stride=bad)
+    with pytest.raises(ValueError, match="stride"):
+        fastconv.conv2d(x, w, stride=[1, 0], padding=1)
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, stride=[1, 1], padding=1),
+                                  fastconv.conv2d(x, w, stride=(1, 1), padding=1))

@@ -9,6 +9,7 @@ argument, computes output shapes (with the formulas of ``_shapes``) and allocate
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -179,6 +180,27 @@ def _check_kernel_size(weight_shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name}: kernel size must be >= 1, got {weight_shape[2:]}")
 
 
+def _plain(value) -> bool:
+    """Whether `value` is an int, bool, str or None, or a tuple of ints: arguments whose checks
+    can be looked up by value (a tuple holding a bool, which compares equal to an int, cannot)."""
+    if value is None or type(value) in (int, bool, str):
+        return True
+    return type(value) is tuple and all(type(v) is int for v in value)
+
+
+def _memoized(cls):
+    """cls(*args) for checked-argument classes, looked up by value when every argument is
+    plain: a training step calls the kernels with the same shapes and options every time, and
+    checking them again took a quarter of a small call's Python time."""
+    cached = functools.lru_cache(maxsize=512, typed=True)(cls)
+
+    def make(*args, **kwargs):
+        if not kwargs and all(map(_plain, args)):
+            return cached(*args)
+        return cls(*args, **kwargs)
+    return make
+
+
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
@@ -230,6 +252,9 @@ class _ConvGeometry:
         return self.stride, self.pad_begin, self.dilation, self.groups
 
 
+_conv_geometry = _memoized(_ConvGeometry)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, out=None):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
@@ -241,7 +266,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _same_dtype(x, "input", w, "weight")
     x4, unbatched = _batched(x, "input")
     _ndim(w, "weight", (4,), "4-D (K, C/groups, R, S)")
-    geometry = _ConvGeometry(x4.shape, w.shape, stride, padding, dilation, groups)
+    geometry = _conv_geometry(x4.shape, w.shape, stride, padding, dilation, groups)
     b = _bias(bias, x, w.shape[0])
     shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
     out = _output(out, shape, x.dtype, (x, w, b))
@@ -260,8 +285,8 @@ def conv2d_input_grad(input_shape, weight, grad_output, stride=1, padding=0, dil
     _same_dtype(w, "weight", dy, "grad_output")
     _ndim(w, "weight", (4,), "4-D (K, C/groups, R, S)")
     _ndim(dy, "grad_output", (4,), "4-D (N, K, Ho, Wo)")
-    geometry = _ConvGeometry(input_shape, w.shape, stride, padding, dilation, groups,
-                             input_name="input_shape")
+    geometry = _conv_geometry(input_shape, w.shape, stride, padding, dilation, groups,
+                              "input_shape")
     if dy.shape != geometry.output_shape:
         raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
                          f"for input_shape {input_shape}), got {dy.shape}")
@@ -280,8 +305,8 @@ def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, di
     _ndim(x, "input", (4,), "4-D (N, C, H, W)")
     _check_image_shape(x.shape, "input")
     _ndim(dy, "grad_output", (4,), "4-D (N, K, Ho, Wo)")
-    geometry = _ConvGeometry(x.shape, weight_shape, stride, padding, dilation, groups,
-                             weight_name="weight_shape")
+    geometry = _conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups,
+                              "input", "weight_shape")
     if dy.shape != geometry.output_shape:
         raise ValueError(f"grad_output: expected shape {geometry.output_shape} (the conv2d output "
                          f"for input {x.shape}), got {dy.shape}")
@@ -380,6 +405,9 @@ class _PoolGeometry:
         self.output_shape = (n, c, ho, wo)
 
 
+_pool_geometry = _memoized(_PoolGeometry)
+
+
 def _avg_options(count_include_pad, divisor_override) -> tuple[bool, int]:
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"count_include_pad: expected a bool, got {count_include_pad!r}")
@@ -397,7 +425,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     x = _float_array(input, "input")
     x4, unbatched = _batched(x, "input")
-    geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    geometry = _pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
     shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
     out = _output(out, shape, x.dtype, (x,))
     indices = _empty(shape, np.int64) if return_indices else None
@@ -435,7 +463,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``."""
     x = _float_array(input, "input")
     x4, unbatched = _batched(x, "input")
-    geometry = _PoolGeometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode)
+    geometry = _pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode)
     include_pad, divisor = _avg_options(count_include_pad, divisor_override)
     shape = geometry.output_shape[1:] if unbatched else geometry.output_shape
     out = _output(out, shape, x.dtype, (x,))
@@ -453,8 +481,8 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     input_shape = _shape(input_shape, "input_shape", dy.ndim)
     _check_image_shape(input_shape, "input_shape")
     input4 = (1,) + input_shape if unbatched else input_shape
-    geometry = _PoolGeometry(input4, kernel_size, stride, padding, 1, ceil_mode,
-                             input_name="input_shape")
+    geometry = _pool_geometry(input4, kernel_size, stride, padding, 1, ceil_mode,
+                              "input_shape")
     include_pad, divisor = _avg_options(count_include_pad, divisor_override)
     if dy4.shape != geometry.output_shape:
         expected = geometry.output_shape[1:] if unbatched else geometry.output_shape
