@@ -191,7 +191,7 @@ def _plain(value) -> bool:
 def _memoized(cls):
     """cls(*args) for checked-argument classes, looked up by value when every argument is
     plain: a training step calls the kernels with the same shapes and options every time, and
-    checking them again took a quarter of a small call's Python time."""
+    checking them again took about half of a small conv2d call's time (13 of 27 us)."""
     cached = functools.lru_cache(maxsize=512, typed=True)(cls)
 
     def make(*args, **kwargs):
