@@ -1,7 +1,7 @@
 """Compare two builds of fastconv._core in one process, calls interleaved (A, B, A, B, ...).
 
     python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad] [--shapes a,b] [--threads 2]
-                       [--reps 15]
+                       [--reps 15] [--dtype float32]
 
 On a shared, noisy machine, separate runs of the benchmark differ by 10-30%; two builds loaded
 side by side (each .so keeps its own symbols) and timed call by call see the same noise. Prints
@@ -29,6 +29,8 @@ SHAPES = {
     "depthwise": (8, 128, 28, 28, 128, 3, 1, 1, 1, 128),
     "stem7x7": (8, 3, 224, 224, 64, 7, 2, 3, 1, 1),
     "dilated": (8, 64, 32, 32, 64, 3, 1, 2, 2, 1),
+    "rows20": (32, 8, 20, 20, 32, 3, 1, 1, 1, 1),  # output rows of 20: panels of 16 span rows
+    "rows20_c3": (32, 3, 20, 20, 32, 3, 1, 1, 1, 1),  # the same with 3 channels (stacked rows)
 }
 
 
@@ -47,6 +49,7 @@ def main():
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args()
     builds = (load(args.a, "a._core"), load(args.b, "b._core"))
     for m in builds:
@@ -54,11 +57,11 @@ def main():
     rng = np.random.default_rng(0)
     for name in args.shapes.split(","):
         N, C, H, W, K, R, st, p, d, g = SHAPES[name]
-        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-        w = rng.standard_normal((K, C // g, R, R)).astype(np.float32)
+        x = rng.standard_normal((N, C, H, W)).astype(args.dtype)
+        w = rng.standard_normal((K, C // g, R, R)).astype(args.dtype)
         Ho = (H + 2 * p - d * (R - 1) - 1) // st + 1
-        y = np.empty((N, K, Ho, Ho), np.float32)
-        dy = rng.standard_normal(y.shape).astype(np.float32)
+        y = np.empty((N, K, Ho, Ho), args.dtype)
+        dy = rng.standard_normal(y.shape).astype(args.dtype)
         dw, dx = np.empty_like(w), np.empty_like(x)
         line = [name]
         for ps in args.passes.split(","):

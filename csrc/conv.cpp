@@ -45,19 +45,39 @@ struct Im2col {
 
 constexpr int kMaxNR = 32;
 
-// The forward pass reads NCHW panel rows in place only for stride 1, undilated, and output
-// rows at least a panel wide; elsewhere most rows would be gathered, and the channels-last
-// path is faster (measured: lenet_c2 2.8x, resnet_down, stem7x7 and dilated 1.2-1.3x),
-// provided a segment has enough channels to fill the micro-kernel's reduction and there are
-// enough output channels to fill half its width (lenet_c2's input gradient, 6 of 16, is 1.8x
-// slower there).
-inline bool forward_panels_gathered(const Conv2dShape& s, int nr) {
-  return s.stride_h > 1 || s.stride_w > 1 || s.dil_h > 1 || s.dil_w > 1 || s.Wo < nr;
+// Whether most forward B panels (nr consecutive output positions, starting at multiples of nr)
+// cross from one output row into the next, over one period of their starts modulo Wo.
+inline bool most_panels_span_rows(int64_t Wo, int nr) {
+  if (Wo < nr) return true;
+  int64_t within = 0, panels = 0;
+  for (int64_t p0 = 0; panels == 0 || p0 % Wo != 0; p0 += nr) {
+    ++panels;
+    if (p0 % Wo + nr <= Wo) ++within;
+  }
+  return 2 * within < panels;
 }
 
-inline bool forward_channels_last_preferred(const Conv2dShape& s, int nr) {
+// The forward pass reads NCHW panel rows in place only for stride 1, undilated, and output
+// rows where most panels stay within a row (1x1 unpadded layers read spanning panels in place
+// too); elsewhere most rows would be gathered, and the channels-last path is faster
+// (measured: lenet_c2 2.8x, and 1.6-1.8x in float64, where 2 of its 5 panels of 8 stay in a
+// row of 10; rows of 20 with panels of 16, 1.35-1.47x; resnet_down, stem7x7 and dilated
+// 1.2-1.3x), provided a segment has enough channels to fill the micro-kernel's reduction and
+// there are enough output channels to fill half its width (lenet_c2's input gradient, 6 of
+// 16, is 1.8x slower there). narrow_rows_only: count as gathered only rows narrower than a
+// panel (the input gradient's test: there the alternative is the GEMM and col2im, which beat
+// the channels-last path on rows of 20, 0.73x).
+inline bool forward_panels_gathered(const Conv2dShape& s, int nr, bool narrow_rows_only = false) {
+  const bool flat = s.S == 1 && s.pad_w == 0 && s.W == s.Wo;
+  const bool spanning = narrow_rows_only ? s.Wo < nr : !flat && most_panels_span_rows(s.Wo, nr);
+  return s.stride_h > 1 || s.stride_w > 1 || s.dil_h > 1 || s.dil_w > 1 || spanning;
+}
+
+inline bool forward_channels_last_preferred(const Conv2dShape& s, int nr,
+                                            bool narrow_rows_only = false) {
   const int64_t width = s.dil_w == 1 ? s.S * s.C : s.C;
-  return s.groups == 1 && width >= 16 && 2 * s.K >= nr && forward_panels_gathered(s, nr);
+  return s.groups == 1 && width >= 16 && 2 * s.K >= nr &&
+         forward_panels_gathered(s, nr, narrow_rows_only);
 }
 
 // Row pointers of one forward B panel: col(q0:q0+kc, p0:p0+cols). Where a panel row is one
@@ -566,7 +586,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   if (s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && flip_pad_h >= 0 && flip_pad_w >= 0) {
     const Conv2dShape t = {s.N, s.K, s.Ho, s.Wo, s.C, s.R, s.S, s.H, s.W, 1, 1,
                            flip_pad_h, flip_pad_w, s.dil_h, s.dil_w, 1};
-    if (s.K > 0 && forward_channels_last_preferred(t, uk.nr)) {
+    if (s.K > 0 && forward_channels_last_preferred(t, uk.nr, true)) {
       const int64_t RS = s.R * s.S;
       T* flipped = thread_scratch<T>(kScratchPartials, s.C * s.K * RS);
       for (int64_t c = 0; c < s.C; ++c)  // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
