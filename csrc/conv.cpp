@@ -224,8 +224,9 @@ struct WindowLayout {
 
 // Weight gradient of an ungrouped layer as an implicit GEMM over a channels-last copy of x.
 //
-// Per batch chunk, x is copied once into xt (images x Hp x Wp x C, zero-padded: xt pixel
-// (ho*sh + r*dh, wo*sw + s*dw) is the input that output (ho, wo) meets at tap (r, s)). The
+// Per batch chunk, x is copied once into xt (images x Hp x Wp pixels of C channels, zero-padded,
+// cs >= C values apart: xt pixel (ho*sh + r*dh, wo*sw + s*dw) is the input that output (ho, wo)
+// meets at tap (r, s)). The
 // GEMM's A is dy itself (K x L, L = N * P), its MR rows read in place by the micro-kernel, in
 // reduction blocks that do not cross an image. Then for every segment of dW columns
 //   undilated width (dw == 1): segment r, columns j = s*C + c    (S*C values contiguous in xt)
@@ -306,16 +307,17 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
             if (++wo == s.Wo) wo = 0, ++ho;
           }
           const bool accumulate = n0 > 0 || nl > 0 || block > 0;
-          // One B panel (kc rows in L1) against the task's A panels: MR rows of dy read in
-          // place (rows past K repeat the last row; their sums are discarded).
+          // The task's A panels: MR rows of dy read in place (rows past K repeat the last row;
+          // their sums are discarded). One B panel (kc rows in L1) against each of them.
+          const T* a_rows[4][8];  // panels_per_group <= 4, mr <= 8
+          for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
+            for (int i = 0; i < mr; ++i)
+              a_rows[(i0 - i_begin) / mr][i] =
+                  dy_image + std::min<int64_t>(i0 + i, K - 1) * P + p0;
           for (int64_t j = 0; j < col_panels; ++j)
-            for (int64_t i0 = i_begin; i0 < i_end; i0 += mr) {
-              const T* a_rows[8];
-              for (int i = 0; i < mr; ++i)
-                a_rows[i] = dy_image + std::min<int64_t>(i0 + i, K - 1) * P + p0;
-              uk.indirect_ab(kc, a_rows, rows, j * nr, seg_acc + i0 * width_pad + j * nr,
-                             width_pad, accumulate);
-            }
+            for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
+              uk.indirect_ab(kc, a_rows[(i0 - i_begin) / mr], rows, j * nr,
+                             seg_acc + i0 * width_pad + j * nr, width_pad, accumulate);
         }
       }
     });
