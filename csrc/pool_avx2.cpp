@@ -46,41 +46,60 @@ inline __m256 unshuffle_ps(__m256 v) {
   return _mm256_castsi256_ps(unshuffle_epi32<SW>(_mm256_castps_si256(v)));
 }
 
+// One block of 8 outputs at p: the running max over the window's taps (i rows, then j
+// columns) and each lane's int32 winner code (as float bits for blendv); load(q, even) reads
+// one tap, plainly or masked.
+template <typename Load>
+__attribute__((always_inline)) inline void max_block(const float* p, int64_t nrows,
+                                                     int64_t rstep, int64_t kw, int64_t dw,
+                                                     const Load& load, __m256* cur,
+                                                     __m256* code) {
+  *cur = load(p, true);
+  *code = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nrows; ++i) {
+    const float* row = p + i * rstep;
+    for (int64_t j = 0; j < kw; ++j) {
+      if (i == 0 && j == 0) continue;
+      const int64_t off = j * dw;
+      const __m256 v = load(row + off, off == 0);
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, *cur, _CMP_GT_OQ),
+                                       _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      *cur = _mm256_blendv_ps(*cur, v, take);
+      const __m256i c = _mm256_set1_epi32(static_cast<int32_t>(i * rstep + off));
+      *code = _mm256_blendv_ps(*code, _mm256_castsi256_ps(c), take);
+    }
+  }
+}
+
+// The block's int64 indices, lanes 0-3 and 4-7 back in order: base + l*SW + code[l].
+template <int SW>
+inline void block_indices(__m256 code, int64_t base, __m256i* lo, __m256i* hi) {
+  const __m256i codes = unshuffle_epi32<SW>(_mm256_castps_si256(code));
+  const __m256i b = _mm256_set1_epi64x(base);
+  const __m256i lane_lo = _mm256_setr_epi64x(0, SW, 2 * SW, 3 * SW);
+  const __m256i lane_hi = _mm256_setr_epi64x(4 * SW, 5 * SW, 6 * SW, 7 * SW);
+  *lo = _mm256_add_epi64(_mm256_add_epi64(b, lane_lo),
+                         _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes)));
+  *hi = _mm256_add_epi64(_mm256_add_epi64(b, lane_hi),
+                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1)));
+}
+
 // KW: the window width when fixed at compile time (2, 3), else 0 (runtime kw).
 template <int SW, int KW>
 void max_row_avx2(const float* xr, int64_t nrows, int64_t rstep, int64_t kw_rt, int64_t dw,
                   int64_t c0, int64_t count, float* y, int64_t* idx, int64_t idx_base) {
   const int64_t kw = KW ? KW : kw_rt;
-  const __m256i lane64_lo = _mm256_setr_epi64x(0, SW, 2 * SW, 3 * SW);
-  const __m256i lane64_hi = _mm256_setr_epi64x(4 * SW, 5 * SW, 6 * SW, 7 * SW);
+  const auto load = [](const float* q, bool even) { return load_tap<SW>(q, even); };
   for (int64_t l0 = 0; l0 < count; l0 += kLanes) {
     if (l0 + kLanes > count) l0 = count - kLanes;
-    const float* p = xr + c0 + l0 * SW;
-    __m256 cur = load_tap<SW>(p, true);
-    __m256 code = _mm256_setzero_ps();  // int32 codes, as float bits for blendv
-    for (int64_t i = 0; i < nrows; ++i) {
-      const float* row = p + i * rstep;
-      for (int64_t j = 0; j < kw; ++j) {
-        if (i == 0 && j == 0) continue;
-        const int64_t off = j * dw;
-        const __m256 v = load_tap<SW>(row + off, off == 0);
-        const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ),
-                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        cur = _mm256_blendv_ps(cur, v, take);
-        const __m256 c = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(i * rstep + off)));
-        code = _mm256_blendv_ps(code, c, take);
-      }
-    }
+    __m256 cur, code;
+    max_block(xr + c0 + l0 * SW, nrows, rstep, kw, dw, load, &cur, &code);
     _mm256_storeu_ps(y + l0, unshuffle_ps<SW>(cur));
     if (idx) {
-      const __m256i codes = unshuffle_epi32<SW>(_mm256_castps_si256(code));
-      const __m256i base = _mm256_set1_epi64x(idx_base + l0 * SW);
-      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes));
-      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0),
-                          _mm256_add_epi64(_mm256_add_epi64(base, lane64_lo), lo));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0 + 4),
-                          _mm256_add_epi64(_mm256_add_epi64(base, lane64_hi), hi));
+      __m256i lo, hi;
+      block_indices<SW>(code, idx_base + l0 * SW, &lo, &hi);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0), lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + l0 + 4), hi);
     }
   }
 }
@@ -116,37 +135,20 @@ void max_row_short_avx2(const float* xr, int64_t nrows, int64_t rstep, int64_t k
   const __m256i masks[4] = {below(iota, SW == 1 ? count : 2 * count - 1),
                             below(iota8, 2 * count - 1), below(iota, 2 * count),
                             below(iota8, 2 * count)};
-  const float* p = xr + c0;
-  __m256 cur = load_tap_masked<SW>(p, true, masks);
-  __m256 code = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nrows; ++i) {
-    const float* row = p + i * rstep;
-    for (int64_t j = 0; j < kw; ++j) {
-      if (i == 0 && j == 0) continue;
-      const int64_t off = j * dw;
-      const __m256 v = load_tap_masked<SW>(row + off, off == 0, masks);
-      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ),
-                                       _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-      cur = _mm256_blendv_ps(cur, v, take);
-      const __m256 c = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(i * rstep + off)));
-      code = _mm256_blendv_ps(code, c, take);
-    }
-  }
+  const auto load = [&masks](const float* q, bool even) {
+    return load_tap_masked<SW>(q, even, masks);
+  };
+  __m256 cur, code;
+  max_block(xr + c0, nrows, rstep, kw, dw, load, &cur, &code);
   _mm256_maskstore_ps(y, below(iota, count), unshuffle_ps<SW>(cur));
   if (idx) {
-    const __m256i codes = unshuffle_epi32<SW>(_mm256_castps_si256(code));
-    const __m256i base = _mm256_set1_epi64x(idx_base);
-    const __m256i l_lo = _mm256_setr_epi64x(0, 1, 2, 3), l_hi = _mm256_setr_epi64x(4, 5, 6, 7);
+    __m256i lo, hi;
+    block_indices<SW>(code, idx_base, &lo, &hi);
     const __m256i n = _mm256_set1_epi64x(count);
-    const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(codes));
-    const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(codes, 1));
-    // index = base + l*SW + code (SW is 1 or 2)
-    const __m256i lane_lo = SW == 1 ? l_lo : _mm256_add_epi64(l_lo, l_lo);
-    const __m256i lane_hi = SW == 1 ? l_hi : _mm256_add_epi64(l_hi, l_hi);
-    _mm256_maskstore_epi64(reinterpret_cast<long long*>(idx), _mm256_cmpgt_epi64(n, l_lo),
-                           _mm256_add_epi64(_mm256_add_epi64(base, lane_lo), lo));
-    _mm256_maskstore_epi64(reinterpret_cast<long long*>(idx + 4), _mm256_cmpgt_epi64(n, l_hi),
-                           _mm256_add_epi64(_mm256_add_epi64(base, lane_hi), hi));
+    _mm256_maskstore_epi64(reinterpret_cast<long long*>(idx),
+                           _mm256_cmpgt_epi64(n, _mm256_setr_epi64x(0, 1, 2, 3)), lo);
+    _mm256_maskstore_epi64(reinterpret_cast<long long*>(idx + 4),
+                           _mm256_cmpgt_epi64(n, _mm256_setr_epi64x(4, 5, 6, 7)), hi);
   }
 }
 
