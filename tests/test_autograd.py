@@ -638,3 +638,48 @@ def test_flatten_rejects_start_after_end():
         Tensor(np.ones((2, 3, 4))).flatten(2, 1)
     assert Tensor(np.ones((2, 3, 4))).flatten(1).shape == (2, 12)
     assert Tensor(np.ones((2, 3, 4))).flatten(-2, -1).shape == (2, 12)
+
+
+# ---------------------------------------------------------------------------------------------
+# post-accumulate hooks: when a leaf's gradient is final (what distributed training overlaps)
+# ---------------------------------------------------------------------------------------------
+
+def test_post_accumulate_hook_sees_the_final_gradient_once_per_backward():
+    rng = np.random.default_rng(0)
+    w = Tensor(rng.normal(size=(3,)), requires_grad=True)
+    x = Tensor(rng.normal(size=(3,)))
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.data.copy()))
+    # w is used three times: the hook must run once, after all three contributions.
+    ((w * x).sum() + (w * w).sum() + w.sum()).backward()
+    expected = x.data + 2 * w.data + 1
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], expected)
+    (w.sum()).backward()  # accumulates: the hook sees the sum
+    np.testing.assert_allclose(seen[1], expected + 1)
+    handle.remove()
+    w.sum().backward()
+    assert len(seen) == 2
+
+
+def test_post_accumulate_hooks_of_later_layers_run_before_earlier_layers_finish():
+    rng = np.random.default_rng(1)
+    weights = [Tensor(rng.normal(size=(4, 4)), requires_grad=True) for _ in range(4)]
+    order = []
+    for index, w in enumerate(weights):
+        w.register_post_accumulate_grad_hook(lambda t, i=index: order.append(i))
+    h = Tensor(rng.normal(size=(2, 4)))
+    for w in weights:
+        h = (h @ w).relu()
+    h.sum().backward()
+    assert order == [3, 2, 1, 0]
+
+
+def test_post_accumulate_hook_only_on_leaves_that_require_grad():
+    leaf = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        (leaf * 2).register_post_accumulate_grad_hook(lambda t: None)
+    with pytest.raises(RuntimeError, match="leaf"):
+        Tensor(np.ones(2)).register_post_accumulate_grad_hook(lambda t: None)
+    with pytest.raises(TypeError, match="callable"):
+        leaf.register_post_accumulate_grad_hook(3)

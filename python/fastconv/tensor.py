@@ -131,7 +131,8 @@ class Tensor:
     become float32, as in PyTorch. The array is not copied when it need not be.
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "_node", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "_node", "_post_accumulate_hooks",
+                 "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -148,6 +149,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self._node: _Node | None = None
+        self._post_accumulate_hooks: list | None = None
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -242,36 +244,64 @@ class Tensor:
             if gradient.shape != self.shape:
                 raise ValueError(f"backward: gradient shape {gradient.shape} differs from the "
                                  f"tensor's {self.shape}")
+        # Dependency counts (as PyTorch's engine keeps them): a tensor is ready once every
+        # tensor computed from it has passed its gradient down. Ready tensors are taken last in,
+        # first out, so a leaf's gradient is final, and its post-accumulate hooks run, as soon
+        # as its last consumer is done: a layer's gradients are ready while the layers before
+        # it are still differentiated (what distributed training overlaps its all-reduces with).
+        pending = _consumer_counts(self)
         grads = {id(self): gradient}
-        for tensor in _reverse_topological_order(self):
+        ready = [self]
+        while ready:
+            tensor = ready.pop()
             grad = grads.pop(id(tensor), None)
-            if grad is None:
-                continue
             node = tensor._node
             if node is None:  # a leaf: accumulate
-                if tensor.requires_grad:
+                if grad is not None and tensor.requires_grad:
                     if tensor.grad is None:
                         tensor.grad = Tensor(np.array(grad, dtype=tensor.data.dtype, copy=True))
                     else:
                         tensor.grad.data += grad
+                    for hook in tensor._post_accumulate_hooks or ():
+                        hook(tensor)
                 continue
-            if node.ctx is None:
-                raise RuntimeError("backward: trying to go through the graph a second time; "
-                                   "its saved arrays were freed by the first backward")
-            input_grads = node.function.backward(node.ctx, grad)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if not retain_graph:
-                node.ctx = None  # free what forward saved
-            for parent, parent_grad in zip(node.inputs, input_grads):
-                if parent is None or parent_grad is None or not parent.requires_grad:
+            input_grads = ()
+            if grad is not None:
+                if node.ctx is None:
+                    raise RuntimeError("backward: trying to go through the graph a second time; "
+                                       "its saved arrays were freed by the first backward")
+                input_grads = node.function.backward(node.ctx, grad)
+                if not isinstance(input_grads, tuple):
+                    input_grads = (input_grads,)
+                if not retain_graph:
+                    node.ctx = None  # free what forward saved
+            for index, parent in enumerate(node.inputs):
+                if parent is None or not parent.requires_grad:
                     continue
-                if parent_grad.shape != parent.shape:
-                    raise AssertionError(
-                        f"{node.function.__name__}.backward: gradient shape {parent_grad.shape} "
-                        f"differs from its input's shape {parent.shape}")
-                key = id(parent)
-                grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+                parent_grad = input_grads[index] if index < len(input_grads) else None
+                if parent_grad is not None:
+                    if parent_grad.shape != parent.shape:
+                        raise AssertionError(
+                            f"{node.function.__name__}.backward: gradient shape "
+                            f"{parent_grad.shape} differs from its input's shape {parent.shape}")
+                    key = id(parent)
+                    grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+                pending[id(parent)] -= 1
+                if pending[id(parent)] == 0:
+                    ready.append(parent)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` each time backward has finished accumulating this leaf's
+        ``.grad`` (PyTorch's name and meaning). Returns a handle whose ``remove()`` undoes it."""
+        if not self.is_leaf or not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors that "
+                               "require grad accumulate a .grad")
+        if not callable(hook):
+            raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+        if self._post_accumulate_hooks is None:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_hooks, hook)
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
@@ -439,25 +469,34 @@ def _axis(dim):
     return dim
 
 
-def _reverse_topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors of root's graph, each after every tensor computed from it (iterative DFS)."""
-    order, visited = [], set()
-    stack = [(root, False)]
+class _HookHandle:
+    """What register_post_accumulate_grad_hook returns: ``remove()`` takes the hook off."""
+
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _consumer_counts(root: Tensor) -> dict[int, int]:
+    """For each tensor of root's graph (by id), how many recorded inputs it is of: the
+    gradients backward must collect before the tensor is ready (iterative, no recursion)."""
+    counts, stack = {id(root): 0}, [root]
     while stack:
-        tensor, expanded = stack.pop()
-        if expanded:
-            order.append(tensor)
+        tensor = stack.pop()
+        if tensor._node is None:
             continue
-        if id(tensor) in visited:
-            continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-    order.reverse()
-    return order
+        for parent in tensor._node.inputs:
+            if parent is None or not parent.requires_grad:
+                continue
+            key = id(parent)
+            if key not in counts:
+                counts[key] = 0
+                stack.append(parent)
+            counts[key] += 1
+    return counts
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
