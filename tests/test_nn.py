@@ -919,3 +919,10 @@ def test_init_functions():
         nn.init.calculate_fan_in_and_fan_out((3,))
     with pytest.raises(ValueError):
         nn.init.kaiming_uniform_(w, mode="fan_avg")
+
+
+def test_replacing_a_child_module_keeps_its_place():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    setattr(model, "1", nn.Tanh())
+    assert list(model._modules) == ["0", "1", "2"]
+    assert model(Tensor(np.ones((4, 2), np.float32))).shape == (4, 1)

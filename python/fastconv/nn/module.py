@@ -49,16 +49,21 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  f"assigning attributes")
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            self._buffers[name] = value
+            target = self._buffers
         else:
+            target = None
+        for registry in (self._parameters, self._buffers, self._modules):
+            if registry is not target:
+                registry.pop(name, None)
+        if target is None:
             object.__setattr__(self, name, value)
+        else:
+            target[name] = value  # a replaced entry keeps its place (Sequential's order)
 
     def __getattr__(self, name):
         for registry in ("_parameters", "_buffers", "_modules"):
