@@ -233,18 +233,39 @@ def _per_channel(v: np.ndarray) -> np.ndarray:
 
 class BatchNorm2dTrain(Function):
     """Normalise each channel by the batch's mean and biased variance, then scale and shift.
-    The batch mean and variance are appended to `statistics_out`, from which the layer
-    updates its running averages."""
+    The batch mean, variance and count are appended to `statistics_out`, from which the layer
+    updates its running averages.
+
+    `reduce` (SyncBatchNorm) sums float64 per-channel arrays across processes in place: the
+    statistics are then those of the global batch, from (count, sum, sum of squares) in
+    forward and (sum g, sum g * x_hat) in backward; None keeps them local."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, statistics_out):
-        mean = x.mean(axis=_CHANNEL_AXES)
-        centred = x - _per_channel(mean)
-        var = (centred * centred).mean(axis=_CHANNEL_AXES)
+    def forward(ctx, x, weight, bias, eps, statistics_out, reduce=None):
+        count = x.size // x.shape[1]
+        if reduce is None:
+            mean = x.mean(axis=_CHANNEL_AXES)
+            centred = x - _per_channel(mean)
+            var = (centred * centred).mean(axis=_CHANNEL_AXES)
+        else:
+            channels = x.shape[1]
+            sums = np.empty(1 + 2 * channels)
+            sums[0] = count
+            sums[1:1 + channels] = x.sum(axis=_CHANNEL_AXES, dtype=np.float64)
+            sums[1 + channels:] = np.einsum("nchw,nchw->c", x, x, dtype=np.float64)
+            reduce(sums)
+            count = int(sums[0])
+            if count == 0:
+                raise ValueError("input: SyncBatchNorm got no sample on any process")
+            mean64 = sums[1:1 + channels] / count
+            var64 = np.maximum(sums[1 + channels:] / count - mean64 * mean64, 0.0)
+            mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
+            centred = x - _per_channel(mean)
         inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
         x_hat = centred * _per_channel(inv_std)
         ctx.save_for_backward(x_hat, inv_std, weight)
-        statistics_out.extend((mean, var))
+        ctx.reduce, ctx.count = reduce, count
+        statistics_out.extend((mean, var, count))
         y = x_hat
         if weight is not None:
             y = y * _per_channel(weight)
@@ -261,10 +282,14 @@ class BatchNorm2dTrain(Function):
         grad_x = None
         if need_x:
             g = grad * _per_channel(weight) if weight is not None else grad
-            count = x_hat.dtype.type(x_hat.size // x_hat.shape[1])
-            mean_g = g.sum(axis=_CHANNEL_AXES) / count
-            mean_gx = (g * x_hat).sum(axis=_CHANNEL_AXES) / count
-            grad_x = (g - _per_channel(mean_g) - x_hat * _per_channel(mean_gx)) \
+            sum_g = g.sum(axis=_CHANNEL_AXES)
+            sum_gx = (g * x_hat).sum(axis=_CHANNEL_AXES)
+            if ctx.reduce is not None:
+                sums = np.concatenate([sum_g, sum_gx]).astype(np.float64)
+                ctx.reduce(sums)
+                sum_g, sum_gx = (part.astype(g.dtype) for part in np.split(sums, 2))
+            count = g.dtype.type(ctx.count)
+            grad_x = (g - _per_channel(sum_g / count) - x_hat * _per_channel(sum_gx / count)) \
                 * _per_channel(inv_std)
         return grad_x, grad_w, grad_b
 

@@ -124,12 +124,14 @@ def dropout(input, p: float = 0.5, training: bool = True, generator=None) -> Ten
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, num_batches_tracked=None) -> Tensor:
+               momentum=0.1, eps=1e-5, num_batches_tracked=None, reduce=None) -> Tensor:
     """Batch normalisation over (N, H, W) per channel, as torch.nn.functional.batch_norm.
 
     In training, the running statistics (NumPy arrays) are updated in place with the batch
     mean and unbiased variance: r = (1 - momentum) * r + momentum * batch (momentum None:
     cumulative average over num_batches_tracked, a 0-d int64 array, which is incremented).
+    reduce: for SyncBatchNorm, a function summing a float64 array across processes in place;
+    the batch statistics are then those of all processes' batches together.
     """
     x = _tensor(input)
     w, b = _optional(weight, "weight"), _optional(bias, "bias")
@@ -137,10 +139,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"input: batch_norm expects (N, C, H, W), got shape {x.shape}")
     if training or running_mean is None:
         statistics = []
-        y = fn.BatchNorm2dTrain.apply(x, w, b, eps, statistics)
+        y = fn.BatchNorm2dTrain.apply(x, w, b, eps, statistics, reduce)
         if training and running_mean is not None:
-            mean, var = statistics
-            count = x.data.size // x.shape[1]
+            mean, var, count = statistics
             if count < 2:
                 raise ValueError(f"input: expected more than 1 value per channel when training, "
                                  f"got input shape {x.shape}")
