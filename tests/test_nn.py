@@ -257,6 +257,34 @@ def test_batch_norm_train_gradients(affine, rng):
     check_layer(layer, x, rng, rtol=1e-5, atol=1e-7)
 
 
+def test_batch_norm_with_a_reduce_matches_the_local_statistics(rng):
+    """The SyncBatchNorm path (statistics from summed count, sum and sum of squares) with a
+    reduce over one process: values, running statistics and gradients as the local path's;
+    float64 gradients also against finite differences."""
+    calls = []
+
+    def one_process(array):
+        calls.append(array.shape)
+    x = Tensor(rng.standard_normal((4, 3, 3, 2)) * 2 + 1, requires_grad=True)
+    weight = Tensor(rng.uniform(0.5, 1.5, 3), requires_grad=True)
+    bias = Tensor(rng.standard_normal(3), requires_grad=True)
+    results = []
+    for reduce in (None, one_process):
+        running = [np.zeros(3), np.ones(3)]
+        y = F.batch_norm(x, *running, weight, bias, training=True, reduce=reduce)
+        upstream = np.cos(np.arange(y.data.size)).reshape(y.shape)
+        for t in (x, weight, bias):
+            t.grad = None
+        y.backward(upstream)
+        results.append([y.data, *running, x.grad.data, weight.grad.data, bias.grad.data])
+    assert calls == [(7,), (6,)]  # count + 2 x 3 sums forward, 2 x 3 sums backward
+    for local, reduced in zip(*results):
+        np.testing.assert_allclose(reduced, local, rtol=1e-9, atol=1e-11)
+    gradcheck(lambda: F.batch_norm(x, None, None, weight, bias, training=True,
+                                   reduce=one_process),
+              [x, weight, bias], rng, what="batch_norm with reduce")
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_eval_gradients(affine, rng):
     layer = nn.BatchNorm2d(3, affine=affine, dtype=np.float64).eval()

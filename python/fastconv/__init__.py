@@ -2,7 +2,8 @@
 small PyTorch-shaped layer to train CNNs with them.
 
 Layers, each built on the one before: kernels (NumPy in, NumPy out) -> Tensor (autograd) ->
-nn -> optim -> data -> train (fit, evaluate, the `fastconv` command).
+nn -> optim -> data -> train (fit, evaluate, the `fastconv` command) -> distributed (the
+same over MPI ranks).
 """
 
 from . import _core
@@ -15,7 +16,7 @@ from .kernels import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_bias_grad,
                       max_pool2d_backward, relu, relu_backward)
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from . import nn, optim, data, models, train
+from . import nn, optim, data, models, train, distributed
 from .summary import summary
 
 __version__ = _core.__version__
@@ -31,5 +32,5 @@ __all__ = [
     "available_isas", "get_isa", "set_isa", "available_algorithms", "get_algorithm",
     "set_algorithm", "set_buffer_pool_limit", "get_buffer_pool_limit",
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
-    "nn", "optim", "data", "models", "train", "summary",
+    "nn", "optim", "data", "models", "train", "distributed", "summary",
 ]

@@ -3,6 +3,7 @@
     fastconv train                                   # small CNN on scikit-learn's digits
     fastconv train --dataset mnist DIR --model lenet --epochs 5
     fastconv train --dataset cifar10 DIR --model resnet8 --augment
+    mpiexec -n 2 fastconv train --distributed      # data-parallel over 2 MPI ranks
     fastconv predict fastconv-run/model.npz image.png ...
 """
 
@@ -57,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="image size for --dataset folder (default 32)")
     train.add_argument("--test-fraction", type=float, default=0.2,
                        help="held-out share for digits and folder (default 0.2)")
-    train.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+    train.add_argument("--threads", type=int, help="kernel threads (default: all cores; with "
+                                                   "--distributed, per rank: cores / ranks on "
+                                                   "each machine)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI: start with mpiexec -n P; --batch-size is "
+                            "the global batch, split over the ranks (needs fastconv[mpi])")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output-dir", default="fastconv-run",
                        help="where model.npz, checkpoint.npz, history.csv and curves.png go")
@@ -125,8 +131,28 @@ def train_command(args) -> int:
     epochs = args.epochs if args.epochs is not None else default_epochs
     batch_size = args.batch_size or default_batch
     lr = args.lr if args.lr is not None else OPTIMIZER_LR[args.optimizer]
-    if args.threads is not None:
+    rank = 0
+    if args.distributed:
+        from . import distributed
+        try:
+            comm = distributed.init(num_threads=args.threads)
+        except ImportError as error:
+            print(f"fastconv train: --distributed: {error}", file=sys.stderr)
+            return 2
+        rank = comm.Get_rank()
+        if batch_size % comm.Get_size():
+            if rank == 0:
+                print(f"fastconv train: --batch-size {batch_size} is the global batch; it must "
+                      f"be a multiple of the {comm.Get_size()} ranks", file=sys.stderr)
+            return 2
+    elif args.threads is not None:
         set_num_threads(args.threads)
+    main = rank == 0
+
+    def log(text: str) -> None:
+        if main:
+            print(text, file=sys.stderr)
+
     manual_seed(args.seed)
 
     try:
@@ -146,22 +172,24 @@ def train_command(args) -> int:
     normalize = data.Normalize(mean, std)
     train_transform = normalize
     if args.augment:
+        # Each rank draws its own crops and flips (seeds apart by rank).
         steps = [data.RandomCrop(image_size, padding=4 if image_size >= 28 else 2,
-                                 rng=args.seed)]
+                                 rng=args.seed + 1000 * rank)]
         if in_channels == 3:
-            steps.append(data.RandomHorizontalFlip(rng=args.seed + 1))
+            steps.append(data.RandomHorizontalFlip(rng=args.seed + 1 + 1000 * rank))
         train_transform = data.Compose(steps + [normalize])
     train_loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True,
                                    seed=args.seed, transform=train_transform)
     test_loader = data.DataLoader(test_set, batch_size=256, transform=normalize)
 
     model = models.build(model_name, in_channels, num_classes, image_size)
-    print(f"fastconv train: {model_name} on {name} ({len(train_set)} training, "
-          f"{len(test_set)} test images of {in_channels}x{image_size}x{image_size}, "
-          f"{num_classes} classes), {epochs} epochs, batch {batch_size}, {args.optimizer} "
-          f"lr {lr}, {args.scheduler} schedule", file=sys.stderr)
-    summary(model, (1, in_channels, image_size, image_size),
-            print_fn=lambda text: print(text, file=sys.stderr))
+    ranks = f" on {comm.Get_size()} ranks" if args.distributed else ""
+    log(f"fastconv train: {model_name} on {name} ({len(train_set)} training, "
+        f"{len(test_set)} test images of {in_channels}x{image_size}x{image_size}, "
+        f"{num_classes} classes), {epochs} epochs, batch {batch_size}{ranks}, "
+        f"{args.optimizer} lr {lr}, {args.scheduler} schedule")
+    if main:
+        summary(model, (1, in_channels, image_size, image_size), print_fn=log)
 
     optimizer_class = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}[args.optimizer]
     options = {"momentum": 0.9, "nesterov": True} if args.optimizer == "sgd" else {}
@@ -177,13 +205,16 @@ def train_command(args) -> int:
     }[args.scheduler]() if epochs > 0 else None
 
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     history = train.fit(model, nn.CrossEntropyLoss(), optimizer, train_loader, test_loader,
                         epochs=epochs, scheduler=scheduler, progress=not args.no_progress,
                         checkpoint_path=out / "checkpoint.npz", resume=args.resume,
-                        history_path=out / "history.csv")
+                        history_path=out / "history.csv", distributed=args.distributed)
     seconds = time.perf_counter() - start
+    if not main:
+        return 0  # rank 0 evaluates, saves and reports
     result = train.evaluate(model, test_loader, nn.CrossEntropyLoss())
     meta = {"model": model_name, "in_channels": int(in_channels), "image_size": int(image_size),
             "num_classes": num_classes, "classes": classes, "mean": mean.tolist(),

@@ -2,9 +2,10 @@
 
     history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=10)
 
-A `Trainer` runs the loop; what a distributed run changes is confined to three of its methods:
-`after_backward` (e.g. average gradients across processes), `reduce_sums` (add metrics across
-processes) and `is_main` (only one process prints and writes files).
+A `Trainer` runs the loop; what a distributed run (fastconv.distributed) changes is confined to
+five of its methods: `batches` (the epoch's batches), `train_step` (one step), `after_backward`
+(average gradients across processes), `reduce_sums` (add metrics across processes) and
+`is_main` (only one process prints and writes files).
 """
 
 from __future__ import annotations
@@ -302,8 +303,27 @@ class Trainer:
         self.history = History()
         self.stop = False
         self.epoch = 0
+        self.batch = 0
 
-    # The three places where a distributed run differs.
+    # The places where a distributed run (fastconv.distributed.DistributedTrainer) differs.
+    def batches(self, loader):
+        """The (x, y) batches of one epoch."""
+        return iter(loader)
+
+    def train_step(self, x, y) -> np.ndarray:
+        """One optimisation step on batch (x, y); returns its (loss sum, correct, samples)."""
+        self.optimizer.zero_grad()
+        logits = self.model(x)
+        loss = self.loss_fn(logits, y)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch "
+                                     f"{self.epoch + 1}, batch {self.batch}")
+        loss.backward()
+        self.after_backward()
+        self.optimizer.step()
+        reduction_mean = getattr(self.loss_fn, "reduction", "mean") == "mean"
+        return _batch_sums(logits, np.asarray(y), loss, reduction_mean)
+
     def after_backward(self) -> None:
         for c in self.callbacks:
             c.on_after_backward(self)
@@ -321,24 +341,15 @@ class Trainer:
         self.model.train()
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
-        reduction_mean = getattr(self.loss_fn, "reduction", "mean") == "mean"
         sums = np.zeros(3)
         progress = _Progress(len(loader), f"epoch {self.epoch + 1}",
                              self.progress and self.is_main())
         start = time.perf_counter()
-        for batch, (x, y) in enumerate(loader):
-            self.optimizer.zero_grad()
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch "
-                                         f"{self.epoch + 1}, batch {batch}")
-            loss.backward()
-            self.after_backward()
-            self.optimizer.step()
+        for batch, (x, y) in enumerate(self.batches(loader)):
+            self.batch = batch
+            sums += self.train_step(x, y)
             if self._scheduler_every() == "batch":
                 self.scheduler.step()
-            sums += _batch_sums(logits, np.asarray(y), loss, reduction_mean)
             elapsed = time.perf_counter() - start
             logs = {"loss": sums[0] / sums[2], "accuracy": sums[1] / sums[2],
                     "samples_per_second": sums[2] / max(elapsed, 1e-9)}
@@ -397,7 +408,8 @@ class Trainer:
 
 def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 1,
         scheduler=None, callbacks=(), progress: bool = True, history_path=None,
-        checkpoint_path=None, resume=None, plot_path=None, trainer_class=Trainer) -> History:
+        checkpoint_path=None, resume=None, plot_path=None, trainer_class=Trainer,
+        distributed: bool = False) -> History:
     """Train `model` for `epochs` epochs and return the History of per-epoch metrics.
 
     scheduler: stepped after every batch if its `step_every` is "batch" (OneCycleLR), else
@@ -406,9 +418,20 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     checkpoint_path: save model + optimizer + scheduler there (.npz) after every epoch.
     resume: a checkpoint to continue from (its epoch count and history carry on).
     plot_path: a PNG of the learning curves (needs matplotlib).
+    distributed: data-parallel over MPI (start the script with ``mpiexec -n P``; needs
+        ``fastconv[mpi]``): the loaders' batch size is the global batch, split over the ranks;
+        see fastconv.distributed. Only rank 0 prints and writes files.
     """
     if epochs < 0:
         raise ValueError(f"epochs: must be >= 0, got {epochs}")
+    if distributed:
+        from . import distributed as dist
+        comm = dist.init()
+        train_loader = dist.shard_loader(train_loader, comm)
+        if val_loader is not None:
+            val_loader = dist.shard_loader(val_loader, comm, global_batch=False)
+        if trainer_class is Trainer:
+            trainer_class = dist.DistributedTrainer
     callbacks = list(callbacks)
     if checkpoint_path is not None:
         callbacks.append(ModelCheckpoint(checkpoint_path))
