@@ -292,6 +292,7 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
       const int64_t seg = task / row_groups, group = task % row_groups;
       const int64_t r = wide ? seg : seg / S, s0 = wide ? 0 : seg % S;
       const int64_t seg_offset = (r * s.dil_h * Wp + s0 * s.dil_w) * cs;
+      const int64_t Wo = s.Wo, row_step = s.stride_h * Wp * cs, pixel_step = s.stride_w * cs;
       const T** rows = pointer_scratch + thread * KC;
       T* seg_acc = acc + seg * seg_size;
       const int64_t i_begin = group * panels_per_group * mr;
@@ -302,9 +303,15 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
         for (int64_t block = 0; block < blocks_per_image; ++block) {
           const int64_t p0 = block * P / blocks_per_image;
           const int64_t kc = (block + 1) * P / blocks_per_image - p0;
-          for (int64_t l = 0, ho = p0 / s.Wo, wo = p0 % s.Wo; l < kc; ++l) {
-            rows[l] = image + (ho * s.stride_h * Wp + wo * s.stride_w) * cs;
-            if (++wo == s.Wo) wo = 0, ++ho;
+          // B row pointers of the block, stepping along output rows (locals, not the shape's
+          // fields: stores to `rows` could alias those, which kept them in memory, 8% of the
+          // stem's call).
+          const T* row = image + p0 / Wo * row_step;
+          const T* pixel = row + p0 % Wo * pixel_step;
+          for (int64_t l = 0, wo = p0 % Wo; l < kc; ++l) {
+            rows[l] = pixel;
+            pixel += pixel_step;
+            if (++wo == Wo) wo = 0, row += row_step, pixel = row;
           }
           const bool accumulate = n0 > 0 || nl > 0 || block > 0;
           // The task's A panels: MR rows of dy read in place (rows past K repeat the last row;
@@ -399,19 +406,31 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
       const int64_t g_begin = block * kGroupsPerTask;
       const int64_t g_end = std::min(groups, g_begin + kGroupsPerTask);
       const int64_t p_begin = g_begin * mr, pixels = std::min(P, g_end * mr) - p_begin;
+      // The task's pixel rows of xt, once for every panel of output channels (missing pixels
+      // of the last group repeat the group's first), stepping along output rows without a
+      // division per pixel (measured: stem7x7 forward 1.0x-1.1x).
+      const T* base[kGroupsPerTask][8];  // MR <= 8
+      {
+        const int64_t Wo = s.Wo, row_step = s.stride_h * Wp * C, pixel_step = s.stride_w * C;
+        const T* row = image + p_begin / Wo * row_step;
+        const T* pixel = row + p_begin % Wo * pixel_step;
+        for (int64_t p = p_begin, wo = p_begin % Wo; p < p_begin + pixels; ++p) {
+          const int64_t i = (p - p_begin) % mr;
+          base[(p - p_begin) / mr][i] = pixel;
+          pixel += pixel_step;
+          if (++wo == Wo) wo = 0, row += row_step, pixel = row;
+        }
+        for (int64_t p = p_begin + pixels; p < g_end * mr; ++p)
+          base[(p - p_begin) / mr][(p - p_begin) % mr] = base[(p - p_begin) / mr][0];
+      }
       for (int64_t kp = 0; kp < k_panels; ++kp) {
         for (int64_t group = g_begin; group < g_end; ++group) {
-          const int64_t p0 = group * mr, rows = std::min<int64_t>(mr, P - p0);
-          const T* base[8];  // MR <= 8; missing pixels of the last group repeat the first
-          for (int i = 0; i < mr; ++i) {
-            const int64_t p = p0 + (i < rows ? i : 0), ho = p / s.Wo, wo = p % s.Wo;
-            base[i] = image + (ho * s.stride_h * Wp + wo * s.stride_w) * C;
-          }
+          const int64_t p0 = group * mr;
           for (int64_t seg = 0; seg < segments; ++seg) {
             const int64_t r = wide ? seg : seg / S, t = wide ? 0 : seg % S;
             const int64_t offset = (r * s.dil_h * Wp + t * s.dil_w) * C;
             const T* a_rows[8];
-            for (int i = 0; i < mr; ++i) a_rows[i] = base[i] + offset;
+            for (int i = 0; i < mr; ++i) a_rows[i] = base[group - g_begin][i] + offset;
             uk.indirect_a(width, a_rows, b_packed + (seg * k_panels + kp) * width * nr,
                           tile + (p0 - p_begin) * nr, nr, seg > 0);
           }
