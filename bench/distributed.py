@@ -9,8 +9,9 @@ gives the median over all measured steps. A step is a whole DistributedTrainer.t
 (forward, backward, gradient all-reduce, SGD-momentum update) on the rank's share of the
 global batch. Reported: steps/s, the speed-up of R ranks over one rank with the same cores,
 the scaling efficiency (R ranks x 1 thread against R x the speed of 1 rank x 1 thread), the
-share of the step that rank 0 spent waiting for the gradient all-reduce to complete, and how
-long that all-reduce takes by itself when the ranks start it together.
+share of the step that rank 0 spent waiting for the gradient all-reduce to complete, how long
+that all-reduce takes by itself when the ranks start it together, and how much of it had
+completed, overlapped with backward, by the time backward ended.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def worker(args) -> None:
     for _ in range(5):
         trainer.train_step(x, y)
     times, waits = [], []
+    if args.mpi:
+        trainer.reducer.steps = trainer.reducer.overlapped_bytes = 0
     for _ in range(args.steps):
         waited = trainer.reducer.wait_seconds if args.mpi else 0.0
         start = time.perf_counter()
@@ -78,7 +81,10 @@ def worker(args) -> None:
     if not args.mpi or comm.Get_rank() == 0:
         print(json.dumps({"times": times, "waits": waits, "transfer": transfer, "world": world,
                           "threads": fastconv.get_num_threads(),
-                          "gradient_bytes": sum(p.data.nbytes for p in model.parameters())}))
+                          "gradient_bytes": sum(p.data.nbytes for p in model.parameters()),
+                          "overlapped": (trainer.reducer.overlapped_bytes / (
+                              trainer.reducer.steps * trainer.reducer.bucket_bytes)
+                              if args.mpi else None)}))
 
 
 def mpiexec() -> str:
@@ -122,7 +128,8 @@ def main() -> None:
     configs = [("1 rank x 1 thread", 1, 1), (f"1 rank x {args.cores} threads", 1, args.cores),
                (f"{args.ranks} ranks x {per_rank} thread{'s' * (per_rank > 1)}", args.ranks,
                 per_rank)]
-    samples = {name: {"times": [], "waits": [], "transfer": []} for name, _, _ in configs}
+    samples = {name: {"times": [], "waits": [], "transfer": [], "overlapped": []}
+               for name, _, _ in configs}
     gradient_bytes = 0
     for _ in range(args.rounds):
         for name, ranks, threads in configs:
@@ -130,6 +137,8 @@ def main() -> None:
             samples[name]["times"] += result["times"]
             samples[name]["waits"] += result["waits"]
             samples[name]["transfer"] += result["transfer"]
+            if result["overlapped"] is not None:
+                samples[name]["overlapped"].append(result["overlapped"])
             gradient_bytes = result["gradient_bytes"]
     rows = {}
     for name, ranks, threads in configs:
@@ -139,7 +148,9 @@ def main() -> None:
                       "steps_per_second": 1 / median,
                       "wait_share": sum(waits) / sum(times),
                       "allreduce_ms": (1e3 * statistics.median(samples[name]["transfer"])
-                                       if samples[name]["transfer"] else None)}
+                                       if samples[name]["transfer"] else None),
+                      "overlapped_share": (statistics.mean(samples[name]["overlapped"])
+                                           if samples[name]["overlapped"] else None)}
     single, threaded, ranked = (rows[name] for name, _, _ in configs)
     summary = {
         "speedup_ranks_over_threads": ranked["steps_per_second"] / threaded["steps_per_second"],
@@ -163,6 +174,8 @@ def main() -> None:
     print(f"the all-reduce alone ({gradient_bytes / 2**20:.1f} MiB of gradients, ranks lined "
           f"up by a barrier): {transfer:.2f} ms, {100 * transfer / ranked['median_ms']:.1f}% of "
           f"the step; the rest of the waiting is for the slower rank's backward")
+    print(f"gradients whose all-reduce had completed when backward ended: "
+          f"{100 * ranked['overlapped_share']:.0f}% of the bytes")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary,
                                                "args": vars(args)}, indent=1))

@@ -683,3 +683,19 @@ def test_post_accumulate_hook_only_on_leaves_that_require_grad():
         Tensor(np.ones(2)).register_post_accumulate_grad_hook(lambda t: None)
     with pytest.raises(TypeError, match="callable"):
         leaf.register_post_accumulate_grad_hook(3)
+
+
+def test_node_backward_hook_runs_after_every_operation_until_removed():
+    from fastconv.tensor import register_node_backward_hook
+    w = Tensor(np.ones(3), requires_grad=True)
+    calls = []
+    handle = register_node_backward_hook(lambda: calls.append(w.grad is None))
+    try:
+        ((w * 2).relu().sum()).backward()  # three operations: mul, relu, sum
+        assert calls == [True, True, True]  # all before the leaf's gradient is written
+    finally:
+        handle.remove()
+    w.sum().backward()
+    assert len(calls) == 3
+    with pytest.raises(TypeError, match="callable"):
+        register_node_backward_hook("poll")

@@ -275,6 +275,8 @@ class Tensor:
                     input_grads = (input_grads,)
                 if not retain_graph:
                     node.ctx = None  # free what forward saved
+                for hook in _node_backward_hooks:
+                    hook()
             for index, parent in enumerate(node.inputs):
                 if parent is None or not parent.requires_grad:
                     continue
@@ -467,6 +469,21 @@ def _axis(dim):
     if isinstance(dim, list):
         return tuple(dim)
     return dim
+
+
+# Called with no argument after each recorded operation's backward, by every backward pass:
+# what lets non-blocking communication started by post-accumulate hooks progress while the
+# rest of the graph is differentiated (MPI moves a message along only inside its calls).
+_node_backward_hooks: list = []
+
+
+def register_node_backward_hook(hook) -> _HookHandle:
+    """Call ``hook()`` after every operation's backward in every backward pass (until the
+    returned handle's ``remove()``). Meant for short work such as polling communication."""
+    if not callable(hook):
+        raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+    _node_backward_hooks.append(hook)
+    return _HookHandle(_node_backward_hooks, hook)
 
 
 class _HookHandle:
