@@ -328,3 +328,24 @@ def test_the_cli_trains_on_two_ranks_and_only_rank_0_writes(tmp_path):
     bad, _ = _run(["-m", "fastconv", "train", "--distributed", "--batch-size", "33",
                    "--epochs", "1", "--output-dir", out], tmp_path)
     assert bad.returncode == 2 and "multiple of the 2 ranks" in bad.stderr
+
+
+def test_init_keeps_a_thread_count_the_user_chose(monkeypatch):
+    comm = _self_comm()
+    from fastconv import _runtime
+    n0 = fastconv.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(dist, "default_num_threads", lambda comm=None: 1)
+    try:
+        monkeypatch.setattr(_runtime, "_threads_chosen", False)
+        fastconv.set_num_threads(2)
+        dist.init(comm)
+        assert fastconv.get_num_threads() == 2  # kept, not the default of 1
+        monkeypatch.setattr(_runtime, "_threads_chosen", False)
+        dist.init(comm)
+        assert fastconv.get_num_threads() == 1
+        dist.init(comm, num_threads=2)
+        assert fastconv.get_num_threads() == 2
+    finally:
+        fastconv.set_num_threads(n0)
+        dist._state["comm"] = None

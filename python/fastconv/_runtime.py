@@ -12,9 +12,14 @@ __all__ = ["set_num_threads", "get_num_threads", "available_isas", "get_isa", "s
            "get_buffer_pool_limit", "show_config"]
 
 
+_threads_chosen = False  # whether set_num_threads was called (fastconv.distributed keeps it)
+
+
 def set_num_threads(n: int) -> None:
     """Set the number of threads the kernels use (default: OMP_NUM_THREADS, else all cores)."""
+    global _threads_chosen
     _core.set_num_threads(_int(n, "n", minimum=1))
+    _threads_chosen = True
 
 
 def get_num_threads() -> int:

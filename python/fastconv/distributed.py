@@ -39,6 +39,7 @@ import weakref
 
 import numpy as np
 
+from . import _core, _runtime
 from ._runtime import set_num_threads
 from .data.loader import DataLoader
 from .data.sampler import RandomSampler, Sampler, SequentialSampler
@@ -77,17 +78,17 @@ def is_available() -> bool:
 
 def init(comm=None, num_threads: int | None = None):
     """Join the MPI job (``comm``: an mpi4py communicator, default COMM_WORLD) and give this
-    rank its kernel threads: ``num_threads``, else ``OMP_NUM_THREADS`` when set, else
-    :func:`default_num_threads` (cores / ranks on this machine). Returns the communicator.
-    Calling it again switches to another communicator."""
+    rank its kernel threads: ``num_threads``, else what ``fastconv.set_num_threads`` or
+    ``OMP_NUM_THREADS`` chose, else :func:`default_num_threads` (cores / ranks on this
+    machine). Returns the communicator. Calling it again switches to another communicator."""
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
     if comm is not _state["comm"]:
         _state["comm"], _state["local_size"] = comm, None
     if num_threads is not None:
         set_num_threads(num_threads)
-    elif not os.environ.get("OMP_NUM_THREADS", "").strip():
-        set_num_threads(default_num_threads())
+    elif not (_runtime._threads_chosen or os.environ.get("OMP_NUM_THREADS", "").strip()):
+        _core.set_num_threads(default_num_threads(comm))
     return comm
 
 
