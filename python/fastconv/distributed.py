@@ -163,6 +163,9 @@ def _abort(message: str, comm=None) -> None:
     comm = _comm(comm)
     print(f"fastconv.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: {message}; "
           f"aborting all ranks", file=sys.stderr, flush=True)
+    # mpiexec forwards a rank's output asynchronously, and MPI_Abort kills the ranks at once:
+    # without a pause the message above was lost in 2 of 10 runs.
+    time.sleep(0.5)
     comm.Abort(1)
 
 
