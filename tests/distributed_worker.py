@@ -65,11 +65,12 @@ def digest(arrays) -> str:
     return h.hexdigest()
 
 
-def run_fit(model, data, epochs=2, distributed=True, batch_size=8, **options):
+def run_fit(model, data, epochs=2, distributed=True, batch_size=8, val=None, **options):
     optimizer = optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, seed=3)
-    return train.fit(model, nn.CrossEntropyLoss(), optimizer, loader, epochs=epochs,
-                     progress=False, distributed=distributed, **options)
+    val_loader = None if val is None else DataLoader(val, batch_size=16)
+    return train.fit(model, nn.CrossEntropyLoss(), optimizer, loader, val_loader,
+                     epochs=epochs, progress=False, distributed=distributed, **options)
 
 
 def max_difference(a, b) -> float:
@@ -77,22 +78,25 @@ def max_difference(a, b) -> float:
 
 
 def equivalence(comm, out):
-    data = blobs(65)
+    data, val = blobs(65), blobs(37, seed=1)
     result = {}
     for name, bucket_mb in (("one_bucket", 4.0), ("small_buckets", 1.0 / 4096)):
         model = net()
         trainer = functools.partial(dist.DistributedTrainer, bucket_mb=bucket_mb)
-        history = run_fit(model, data, trainer_class=trainer)
+        history = run_fit(model, data, val=val, trainer_class=trainer)
         mine = parameters(model)
         digests = comm.allgather(digest(mine))
         start = parameters(net())
         single = net()
-        single_history = run_fit(single, data, distributed=False)
+        single_history = run_fit(single, data, val=val, distributed=False)
         result[name] = {
             "digests": digests,
             "max_difference": max_difference(mine, parameters(single)),
             "max_change": max_difference(mine, start),
             "train_loss": history["train_loss"], "single_train_loss": single_history["train_loss"],
+            "val_accuracy": history["val_accuracy"], "val_loss": history["val_loss"],
+            "single_val_accuracy": single_history["val_accuracy"],
+            "single_val_loss": single_history["val_loss"],
         }
         probe = dist.GradientReducer(model.parameters(), comm, bucket_mb)
         result[name]["buckets"] = len(probe.buckets)

@@ -272,6 +272,9 @@ def test_two_ranks_train_like_one_process_on_the_same_global_batches(tmp_path):
         assert run["max_change"] > 0.05  # the parameters did move
         assert run["max_difference"] < 2e-5, name
         np.testing.assert_allclose(run["train_loss"], run["single_train_loss"], rtol=1e-5)
+        # The validation set (37 samples, shards of 19 and 18) is evaluated and summed too.
+        np.testing.assert_allclose(run["val_loss"], run["single_val_loss"], rtol=1e-5)
+        assert run["val_accuracy"] == run["single_val_accuracy"]
     assert result["one_bucket"]["buckets"] == 1 and result["small_buckets"]["buckets"] > 1
 
 
