@@ -1,9 +1,11 @@
-// Small helpers shared by the kernel files: aligned scratch memory and integer division.
+// Small helpers shared by the kernel files: aligned scratch memory, integer division, short
+// copies.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 namespace fastconv {
@@ -26,6 +28,36 @@ inline void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
   *lo = first < count ? first : count;
   *hi = end < count ? end : count;
   if (*hi < *lo) *hi = *lo;
+}
+
+// dst[0:n) = src[0:n) for the short runs of the kernels (a row of a small plane, a panel row):
+// memcpy with a run-time length is a libc call that costs as much as copying a hundred bytes,
+// so runs under 512 bytes are copied inline in fixed 32/16/8/4-byte pieces (vector moves).
+template <typename T>
+inline void copy_run(const T* src, int64_t n, T* dst) {
+  const size_t bytes = static_cast<size_t>(n > 0 ? n : 0) * sizeof(T);
+  switch (bytes) {  // a whole GEMM panel row: straight-line moves (the loop below measured
+    case 32:        // 12% slower on float64 packing)
+      std::memcpy(dst, src, 32);
+      return;
+    case 64:
+      std::memcpy(dst, src, 64);
+      return;
+    case 128:
+      std::memcpy(dst, src, 128);
+      return;
+  }
+  if (bytes >= 512) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  const char* s = reinterpret_cast<const char*>(src);
+  char* d = reinterpret_cast<char*>(dst);
+  size_t i = 0;
+  for (; i + 32 <= bytes; i += 32) std::memcpy(d + i, s + i, 32);
+  if (i + 16 <= bytes) std::memcpy(d + i, s + i, 16), i += 16;
+  if (i + 8 <= bytes) std::memcpy(d + i, s + i, 8), i += 8;
+  if (i + 4 <= bytes) std::memcpy(d + i, s + i, 4);
 }
 
 // Uninitialised, 64-byte aligned scratch array. Allocated before parallel regions, because an

@@ -81,14 +81,13 @@ void pad_plane(const T* src, int64_t src_rows, int64_t cols, int64_t top, int64_
   const int64_t width = std::min(cols, f.pitch - left);
   if (width <= 0) return;
   for (int64_t i = 0; i < src_rows && i + top < f.rows; ++i)
-    std::copy(src + i * cols, src + i * cols + width, dst + (i + top) * f.pitch + left);
+    copy_run(src + i * cols, width, dst + (i + top) * f.pitch + left);
 }
 
 // Rows of a flat result (pitch columns each) into a dense plane (cols columns each).
 template <typename T>
 void unpad_rows(const T* src, int64_t pitch, int64_t rows, int64_t cols, T* dst) {
-  for (int64_t i = 0; i < rows; ++i)
-    std::copy(src + i * pitch, src + i * pitch + cols, dst + i * cols);
+  for (int64_t i = 0; i < rows; ++i) copy_run(src + i * pitch, cols, dst + i * cols);
 }
 
 }  // namespace

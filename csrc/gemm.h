@@ -76,19 +76,6 @@ int64_t packed_a_full_size(int64_t M, int64_t K, int mr) {
   return round_up(M, mr) * K;
 }
 
-// d[0:n) = s[0:n) for one panel row. A full row of NR values is a fixed-size copy the compiler
-// turns into two or four vector moves: memcpy with a run-time length is a libc call, which on
-// short reductions cost a third of the float64 first layer's input gradient (cifar_c1).
-template <typename T>
-inline void copy_row(T* d, const T* s, int64_t n) {
-  switch (n * static_cast<int64_t>(sizeof(T))) {
-    case 32: std::memcpy(d, s, 32); return;
-    case 64: std::memcpy(d, s, 64); return;
-    case 128: std::memcpy(d, s, 128); return;
-    default: std::memcpy(d, s, n * sizeof(T));
-  }
-}
-
 // Packs B(k0:k0+kc, j0:j0+nc) where B[k][j] = src[k*rs + j*cs] (see the layout above).
 // `transpose` (the ISA's, may be null) serves the case of columns contiguous in memory.
 template <typename T>
@@ -116,7 +103,7 @@ void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc
       T* d = panel + k * nr;
       int64_t c = 0;
       if (cs == 1) {
-        copy_row(d, s, cols);
+        copy_run(s, cols, d);  // inline: a libc call per row cost a third of some calls
         c = cols;
       } else {
         for (; c < cols; ++c) d[c] = s[c * cs];
