@@ -3,8 +3,10 @@
 //   input grad   dx[n,c]  = bias[c] + sum over its K/C channels k of the    task: (n, c)
 //                           transposed plane conv of dy[n,k] with w[k]
 //   weight grad  dw[k]    = sum over n of the correlation of dy[n,k], x[n,c] task: k
-// Stride 1 pads each plane into a scratch buffer and runs every window tap as one long flat
-// vector (flat_correlate / flat_dots); other strides loop over rows (forward, input_grad,
+// Stride 1 pads each plane into a scratch buffer, whose window taps are then fixed offsets:
+// the forward pass and input gradient write dense output rows straight from it
+// (rows_correlate, the bias as the initial value), the weight gradient runs every tap as one
+// long flat vector (flat_dots); other strides loop over rows (forward, input_grad,
 // weight_grad). Each task owns whole outputs and sums in a fixed order, so the result does not
 // depend on the thread count. The loops are the ISA's PlaneKernels (plane_kernels.inc).
 #include "depthwise.h"
@@ -84,12 +86,6 @@ void pad_plane(const T* src, int64_t src_rows, int64_t cols, int64_t top, int64_
     copy_run(src + i * cols, width, dst + (i + top) * f.pitch + left);
 }
 
-// Rows of a flat result (pitch columns each) into a dense plane (cols columns each).
-template <typename T>
-void unpad_rows(const T* src, int64_t pitch, int64_t rows, int64_t cols, T* dst) {
-  for (int64_t i = 0; i < rows; ++i) copy_run(src + i * pitch, cols, dst + i * cols);
-}
-
 }  // namespace
 
 template <typename T>
@@ -100,17 +96,15 @@ void depthwise_forward(const Conv2dShape& s, const T* x, const T* w, const T* bi
   const int nthreads = plane_threads(s, s.N * s.K);
   if (stride_one(s)) {
     const FlatLayout f = input_layout(s);
-    const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
+    const int64_t per_thread = f.rows * f.pitch;
     T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
     std::fill(scratch, scratch + nthreads * per_thread, T(0));
     parallel_for_runs(s.N * s.K, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.K, k = task % s.K, c = k / per_group;
       T* xpad = scratch + thread * per_thread;
-      T* ybuf = xpad + f.rows * f.pitch;
       pad_plane(x + (n * s.C + c) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
-      std::fill(ybuf, ybuf + s.Ho * f.pitch, bias ? bias[k] : T(0));
-      kernels.flat_correlate(s.Ho * f.pitch, xpad, f.offsets.data(), w + k * RS, RS, ybuf);
-      unpad_rows(ybuf, f.pitch, s.Ho, s.Wo, y + task * P);
+      kernels.rows_correlate(s.Ho, s.Wo, xpad, f.pitch, f.offsets.data(), w + k * RS, RS,
+                             bias ? bias[k] : T(0), false, y + task * P);
     });
     return;
   }
@@ -132,19 +126,17 @@ void depthwise_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T
   const int nthreads = plane_threads(s, s.N * s.C);
   if (stride_one(s) && grad_top(s) >= 0 && grad_left(s) >= 0) {
     const FlatLayout f = grad_layout(s);
-    const int64_t per_thread = (f.rows + s.H) * f.pitch;
+    const int64_t per_thread = f.rows * f.pitch;
     T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
     std::fill(scratch, scratch + nthreads * per_thread, T(0));
     parallel_for_runs(s.N * s.C, nthreads, [&](int64_t task, int thread) {
       const int64_t n = task / s.C, c = task % s.C;
       T* dypad = scratch + thread * per_thread;
-      T* dxbuf = dypad + f.rows * f.pitch;
-      std::fill(dxbuf, dxbuf + s.H * f.pitch, bias ? bias[c] : T(0));
       for (int64_t k = c * per_group; k < (c + 1) * per_group; ++k) {
         pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, grad_top(s), grad_left(s), f, dypad);
-        kernels.flat_correlate(s.H * f.pitch, dypad, f.offsets.data(), w + k * RS, RS, dxbuf);
+        kernels.rows_correlate(s.H, s.W, dypad, f.pitch, f.offsets.data(), w + k * RS, RS,
+                               bias ? bias[c] : T(0), k > c * per_group, dx + task * HW);
       }
-      unpad_rows(dxbuf, f.pitch, s.H, s.W, dx + task * HW);
     });
     return;
   }

@@ -71,17 +71,19 @@ struct PlaneGeometry {
 // forward:     y    += conv(x, w)           (y preset to the bias by the caller)
 // input_grad:  dx   += conv_transpose(dy, w)
 // weight_grad: w    += correlation of dy with x   (w: R*S accumulators)
-// Stride-1 planes are zero-padded into a buffer of row pitch Wp and treated as flat vectors:
-// window tap t is then a fixed offset off[t] = r*dil_h*Wp + s*dil_w, and
-//   flat_correlate: out[i] += sum_t w[t] * in[i + off[t]]      for i < n
+// Stride-1 planes are zero-padded into a buffer of row pitch Wp: window tap t is then a fixed
+// offset off[t] = r*dil_h*Wp + s*dil_w, and
+//   rows_correlate: out[i][j] = (accumulate ? out[i][j] : init) + sum_t w[t] * in[i*Wp + j + off[t]]
+//                   for a dense out (rows x cols)
 //   flat_dots:      out[t] += sum_i a[i] * in[i + off[t]]      for t < taps
-// run over long contiguous vectors (a few columns per row are computed and dropped).
+// flat_dots runs over long contiguous vectors (a few columns per row are computed and dropped).
 template <typename T>
 struct PlaneKernels {
   void (*forward)(const PlaneGeometry& g, const T* x, const T* w, T* y);
   void (*input_grad)(const PlaneGeometry& g, const T* dy, const T* w, T* dx);
   void (*weight_grad)(const PlaneGeometry& g, const T* x, const T* dy, T* dw);
-  void (*flat_correlate)(int64_t n, const T* in, const int64_t* off, const T* w, int64_t taps,
+  void (*rows_correlate)(int64_t rows, int64_t cols, const T* in, int64_t pitch,
+                         const int64_t* off, const T* w, int64_t taps, T init, bool accumulate,
                          T* out);
   void (*flat_dots)(int64_t n, const T* a, const T* in, const int64_t* off, int64_t taps,
                     T* out);

@@ -320,6 +320,38 @@ def test_large_shapes(shape, dtype, isa, algorithm):
                  dtype, N * go.shape[2] * go.shape[3], "weight_grad")
 
 
+# Depthwise stride-1 rows (rows_correlate): widths around the vector (8 floats, 4 doubles) and
+# the four-vector chunk (32 / 16), 3x3 (its own kernel) and other windows, channel multipliers
+# 1 and 2 (the input gradient then accumulates two planes into dx).
+DEPTHWISE_EDGES = [(W, R, S, pad, dil, mult) for W in (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32,
+                                                       33, 40, 65)
+                   for (R, S, pad, dil, mult) in ((3, 3, 1, 1, 1), (3, 3, 1, 1, 2),
+                                                  (5, 5, 2, 1, 1), (1, 3, 0, 1, 2),
+                                                  (3, 3, 2, 2, 1))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("edge", DEPTHWISE_EDGES, ids=lambda e: "W{}_{}x{}_p{}_d{}_m{}".format(*e))
+def test_depthwise_row_edges(edge, dtype, isa):
+    W, R, S, pad, dil, mult = edge
+    rng = np.random.default_rng(W * 100 + R * 10 + mult + dil)
+    C, H = 3, 4
+    x = rand(rng, (2, C, H, W), dtype)
+    w = rand(rng, (C * mult, 1, R, S), dtype)
+    b = rand(rng, (C * mult,), dtype)
+    p = dict(padding=pad, dilation=dil, groups=C)
+    if W + 2 * pad - dil * (S - 1) < 1:
+        pytest.skip("no output")
+    want = ref.conv2d(x, w, b, **p)
+    assert_close(fastconv.conv2d(x, w, b, **p), want, dtype, R * S, "forward")
+    go = rand(rng, want.shape, dtype)
+    assert_close(fastconv.conv2d_input_grad(x.shape, w, go, **p),
+                 ref.conv2d_input_grad(x.shape, w, go, **p), dtype, mult * R * S, "input_grad")
+    assert_close(fastconv.conv2d_weight_grad(x, w.shape, go, **p),
+                 ref.conv2d_weight_grad(x, w.shape, go, **p), dtype,
+                 2 * want.shape[2] * want.shape[3], "weight_grad")
+
+
 # ---------------------------------------------------------------------------
 # conv_transpose2d
 # ---------------------------------------------------------------------------
