@@ -76,6 +76,7 @@ struct PlaneGeometry {
 //   rows_correlate: out[i][j] = (accumulate ? out[i][j] : init) + sum_t w[t] * in[i*Wp + j + off[t]]
 //                   for a dense out (rows x cols)
 //   flat_dots:      out[t] += sum_i a[i] * in[i + off[t]]      for t < taps
+//   rows_dots_9:    out[t] += sum_{i,j} a[i*cols + j] * in[i*Wp + j + off[t]], 9 taps, dense a
 // flat_dots runs over long contiguous vectors (a few columns per row are computed and dropped).
 template <typename T>
 struct PlaneKernels {
@@ -87,6 +88,8 @@ struct PlaneKernels {
                          T* out);
   void (*flat_dots)(int64_t n, const T* a, const T* in, const int64_t* off, int64_t taps,
                     T* out);
+  void (*rows_dots_9)(int64_t rows, int64_t cols, const T* a, const T* in, int64_t pitch,
+                      const int64_t* off, T* out);
 };
 
 // ISA-specific row kernels of the pooling interior (float), reached through IsaKernels::pool;
