@@ -222,6 +222,41 @@ struct WindowLayout {
         width(wide ? s.S * s.C : s.C) {}
 };
 
+// Few input channels (a window row of C*S < 16 values would leave most of a micro-kernel's
+// reduction idle): the R rows of each window are stacked into the channels first,
+//   x2[n][r*C + c][ho][iw] = x[n][c][ho*sh - ph + r*dh][iw]   (0 outside the image),
+// a layer of R*C channels, a 1 x S window and vertical stride 1, whose window row is the
+// whole window, R*S*C values. The channels-last paths then run on x2, which is never built:
+// their copies of its rows are taken from x directly (xt_row), so it costs no memory (the stem
+// once wrote and read back a 17 MB x2).
+inline bool stacked_rows_preferred(const Conv2dShape& s) {
+  return s.groups == 1 && s.R > 1 && s.C * s.S < 16 && s.C * s.R * s.S >= 16 && s.Ho > 0;
+}
+
+inline Conv2dShape stacked_rows_shape(const Conv2dShape& s) {
+  return {s.N, s.R * s.C, s.Ho, s.W, s.K, 1, s.S, s.Ho, s.Wo, 1, s.stride_w, 0, s.pad_w,
+          1, s.dil_w, 1};
+}
+
+// Padded row `row` of image n's channels-last copy (cs values a pixel) for a channels-last
+// path on layer s, from x. stacked_from: the layer whose rows s stacks (s is then
+// stacked_rows_shape(*stacked_from) and x that layer's input), else null (x is s's input).
+template <typename T>
+void xt_row(const Conv2dShape& s, const Conv2dShape* stacked_from, const T* x, int64_t n,
+            int64_t row, int64_t Wp, int64_t cs, T* out, TransposeFn<T> transpose) {
+  if (!stacked_from)
+    return channels_last_row(x + n * s.C * s.H * s.W, s.C, s.H, s.W, s.pad_h, s.pad_w, row, Wp,
+                             cs, out, transpose);
+  const Conv2dShape& o = *stacked_from;  // row = ho of o; channel r*C + c = window row r
+  const T* image = x + n * o.C * o.H * o.W;
+  for (int64_t r = 0; r < o.R; ++r)
+    channels_last_segment(image, o.C, o.H, o.W, row * o.stride_h - o.pad_h + r * o.dil_h,
+                          o.pad_w, Wp, cs, out + r * o.C, transpose);
+  if (cs > s.C)
+    for (int64_t col = 0; col < Wp; ++col)
+      std::fill(out + col * cs + s.C, out + (col + 1) * cs, T(0));
+}
+
 // Weight gradient of an ungrouped layer as an implicit GEMM over a channels-last copy of x.
 //
 // Per batch chunk, x is copied once into xt (images x Hp x Wp pixels of C channels, zero-padded,
@@ -238,8 +273,9 @@ struct WindowLayout {
 // partial sums; their tiles go to a K_pad x width_pad buffer per segment, scattered into dW
 // at the end. Columns past width read the next values of xt (finite, discarded).
 template <typename T>
-void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
-  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
+void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw,
+                               const Conv2dShape* stacked_from = nullptr) {
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo;
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(isa);
@@ -284,9 +320,8 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
     parallel_for(nb * Hp, threads_for(double(nb) * image_size, 1e5, nb * Hp),
                  [&](int64_t task, int) {
                    const int64_t nl = task / Hp, row = task % Hp;
-                   channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w,
-                                     row, Wp, cs, xt + nl * image_size + row * Wp * cs,
-                                     transpose);
+                   xt_row(s, stacked_from, x, n0 + nl, row, Wp, cs,
+                          xt + nl * image_size + row * Wp * cs, transpose);
                  });
     parallel_for(tasks, nthreads_gemm, [&](int64_t task, int thread) {
       const int64_t seg = task / row_groups, group = task % row_groups;
@@ -353,8 +388,9 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
 // Tasks: (image, block of pixel groups), each for every output channel.
 template <typename T>
 void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const T* x,
-                           const T* w, const T* bias, T* y) {
-  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, HW = s.H * s.W;
+                           const T* w, const T* bias, T* y,
+                           const Conv2dShape* stacked_from = nullptr) {
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo;
   const int mr = uk.mr, nr = uk.nr;  // mr <= 8
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
   const WindowLayout layout(s);
@@ -395,8 +431,8 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
     parallel_for(nb * Hp, threads_for(double(nb) * image_size, 1e5, nb * Hp),
                  [&](int64_t task, int) {
                    const int64_t nl = task / Hp, row = task % Hp;
-                   channels_last_row(x + (n0 + nl) * C * HW, C, s.H, s.W, s.pad_h, s.pad_w, row,
-                                     Wp, C, xt + nl * image_size + row * Wp * C, transpose);
+                   xt_row(s, stacked_from, x, n0 + nl, row, Wp, C,
+                          xt + nl * image_size + row * Wp * C, transpose);
                  });
     parallel_for(nb * blocks, nthreads, [&](int64_t task, int thread) {
       const int64_t nl = task / blocks, block = task % blocks;
@@ -445,43 +481,6 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   }
 }
 
-// Few input channels (a window row of C*S < 16 values would leave most of a micro-kernel's
-// reduction idle): the R rows of each window are stacked into the channels first,
-//   x2[n][r*C + c][ho][iw] = x[n][c][ho*sh - ph + r*dh][iw]   (0 outside the image),
-// a layer of R*C channels, a 1 x S window and vertical stride 1, whose window row is the
-// whole window, R*S*C values. The channels-last paths then run on x2.
-// x2 holds about R/sh copies of x: taken only while it stays within max(64 MiB, x's size).
-inline bool stacked_rows_preferred(const Conv2dShape& s, int64_t element_size) {
-  const double x2_bytes = double(s.N) * s.R * s.C * s.Ho * s.W * element_size;
-  const double x_bytes = double(s.N) * s.C * s.H * s.W * element_size;
-  return s.groups == 1 && s.R > 1 && s.C * s.S < 16 && s.C * s.R * s.S >= 16 && s.Ho > 0 &&
-         x2_bytes <= std::max(double(64 << 20), x_bytes);
-}
-
-inline Conv2dShape stacked_rows_shape(const Conv2dShape& s) {
-  return {s.N, s.R * s.C, s.Ho, s.W, s.K, 1, s.S, s.Ho, s.Wo, 1, s.stride_w, 0, s.pad_w,
-          1, s.dil_w, 1};
-}
-
-template <typename T>
-void stack_rows(const Conv2dShape& s, const T* x, T* x2) {
-  const int64_t C2 = s.R * s.C;
-  parallel_for(s.N * C2, threads_for(double(s.N) * C2 * s.Ho * s.W, 1e5, s.N * C2),
-               [&](int64_t task, int) {
-                 const int64_t n = task / C2, rc = task % C2, r = rc / s.C, c = rc % s.C;
-                 const T* plane = x + (n * s.C + c) * s.H * s.W;
-                 T* out = x2 + task * s.Ho * s.W;
-                 for (int64_t ho = 0; ho < s.Ho; ++ho) {
-                   const int64_t ih = ho * s.stride_h - s.pad_h + r * s.dil_h;
-                   T* row = out + ho * s.W;
-                   if (inside(ih, s.H))
-                     std::copy(plane + ih * s.W, plane + (ih + 1) * s.W, row);
-                   else
-                     std::fill(row, row + s.W, T(0));
-                 }
-               });
-}
-
 }  // namespace
 
 template <typename T>
@@ -495,18 +494,16 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const MicroKernel<T> uk = active_microkernel<T>();  // one ISA for the whole call
   // Stacked rows too where the NCHW panels would be gathered (measured: a 3-channel 5x5
   // stride-2 layer 1.4 -> 1.05 ms; at stride 1, cifar_c1's in-place panels stay faster).
-  if (stacked_rows_preferred(s, sizeof(T)) && 2 * s.K >= uk.nr && forward_panels_gathered(s, uk.nr)) {
-    const Conv2dShape s2 = stacked_rows_shape(s);
-    const int64_t x2_size = s.N * s2.C * s2.H * s2.W, RS = s.R * s.S;
-    T* x2 = thread_scratch<T>(kScratchStacked, x2_size);
+  if (stacked_rows_preferred(s) && 2 * s.K >= uk.nr && forward_panels_gathered(s, uk.nr)) {
+    const int64_t RS = s.R * s.S;
     T* w2 = thread_scratch<T>(kScratchPartials, s.K * s.C * RS);
-    stack_rows(s, x, x2);
     for (int64_t k = 0; k < s.K; ++k)  // w2[k][r*C + c][0][t] = w[k][c][r][t]
       for (int64_t c = 0; c < s.C; ++c)
         for (int64_t r = 0; r < s.R; ++r)
           for (int64_t t = 0; t < s.S; ++t)
             w2[((k * s.R + r) * s.C + c) * s.S + t] = w[((k * s.C + c) * s.R + r) * s.S + t];
-    return forward_channels_last(s2, uk, x2, w2, bias, y);
+    const Conv2dShape s2 = stacked_rows_shape(s);
+    return forward_channels_last(s2, uk, x, w2, bias, y, &s);
   }
   if (forward_channels_last_preferred(s, uk.nr)) return forward_channels_last(s, uk, x, w, bias, y);
   const GemmBlocking blk = gemm_blocking(uk);
@@ -681,13 +678,10 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     return;
   }
   if (winograd_preferred(s) && winograd_weight_grad(s, x, dy, dw)) return;
-  if (stacked_rows_preferred(s, sizeof(T))) {  // measured: cifar_c1 1.5 -> 1.15 ms
-    const Conv2dShape s2 = stacked_rows_shape(s);
-    const int64_t x2_size = s.N * s2.C * s2.H * s2.W, RS = s.R * s.S;
-    T* x2 = thread_scratch<T>(kScratchStacked, x2_size + s.K * s.C * RS);
-    T* dw2 = x2 + x2_size;
-    stack_rows(s, x, x2);
-    weight_grad_channels_last(s2, x2, dy, dw2);
+  if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
+    const int64_t RS = s.R * s.S;
+    T* dw2 = thread_scratch<T>(kScratchStacked, s.K * s.C * RS);
+    weight_grad_channels_last(stacked_rows_shape(s), x, dy, dw2, &s);
     for (int64_t k = 0; k < s.K; ++k)  // dw[k][c][r][t] = dw2[k][r*C + c][0][t]
       for (int64_t c = 0; c < s.C; ++c)
         for (int64_t r = 0; r < s.R; ++r)
