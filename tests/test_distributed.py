@@ -85,6 +85,9 @@ def test_sampler_shards_a_given_sampler_and_checks_its_arguments():
         dist.DistributedSampler(10, 0, 0)
     with pytest.raises(ValueError, match="batch_size"):
         dist.DistributedSampler(10, 0, 2, batch_size=0)
+    for bad in ("10", 2.5, None, iter(range(3))):
+        with pytest.raises((TypeError, ValueError), match="sampler"):
+            dist.DistributedSampler(bad, 0, 2)
 
 
 class _FakeComm:
@@ -203,6 +206,28 @@ def test_reducer_on_one_rank_gives_back_the_gradients(bucket_mb):
         reducer.finish()
         for p, e in zip(params, expected):
             np.testing.assert_allclose(p.grad.data, e, rtol=1e-6, atol=1e-7)
+    reducer.remove()
+
+
+def test_collectives_check_their_arguments():
+    comm = _self_comm()
+    a = np.arange(4.0)
+    assert dist.all_reduce(a, "sum", comm) is a and a.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="op"):
+        dist.all_reduce(a, "mean", comm)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        dist.all_reduce(np.arange(8.0)[::2], "sum", comm)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        dist.broadcast([1.0, 2.0], 0, comm)
+    for root in (1, -1, True, "0"):
+        with pytest.raises(ValueError, match="root"):
+            dist.broadcast(a, root, comm)
+    with pytest.raises(ValueError, match="root"):
+        dist.broadcast_model(_model(), 2, comm)
+    reducer = dist.GradientReducer(_model().parameters(), comm)
+    for weight in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="weight"):
+            reducer.prepare(weight)
     reducer.remove()
 
 

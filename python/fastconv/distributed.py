@@ -201,11 +201,18 @@ def all_reduce(array: np.ndarray, op: str = "sum", comm=None) -> np.ndarray:
     return array
 
 
+def _check_root(root, comm) -> int:
+    if not _is_index(root) or not 0 <= root < comm.Get_size():
+        raise ValueError(f"root: expected a rank in [0, {comm.Get_size()}), got {root!r}")
+    return int(root)
+
+
 def broadcast(array: np.ndarray, root: int = 0, comm=None) -> np.ndarray:
     """Overwrite a contiguous NumPy array with rank ``root``'s copy, in place; returns it."""
     if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
         raise TypeError("array: expected a C-contiguous NumPy array")
     comm = _comm(comm)
+    root = _check_root(root, comm)
     if comm.Get_size() > 1:
         _wait([comm.Ibcast(array, root)], "broadcast", comm)
     return array
@@ -214,6 +221,7 @@ def broadcast(array: np.ndarray, root: int = 0, comm=None) -> np.ndarray:
 def broadcast_model(model, root: int = 0, comm=None) -> None:
     """Give every rank rank ``root``'s parameters and buffers (in place)."""
     comm = _comm(comm)
+    root = _check_root(root, comm)
     if comm.Get_size() == 1:
         return
     arrays = [p.data for p in model.parameters()] + list(model.buffers())
@@ -255,6 +263,10 @@ class DistributedSampler(Sampler):
                  batch_size: int | None = None):
         if _is_index(sampler):
             sampler = RandomSampler(sampler, seed) if shuffle else SequentialSampler(sampler)
+        elif not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")) or \
+                isinstance(sampler, (str, bytes)):
+            raise TypeError(f"sampler: expected a number of samples or a sampler with __iter__ "
+                            f"and __len__, got {type(sampler).__name__}")
         if world_size is None:
             world_size = get_world_size()
         if rank is None:
