@@ -85,10 +85,12 @@ def init(comm=None, num_threads: int | None = None):
     comm = MPI.COMM_WORLD if comm is None else comm
     if comm is not _state["comm"]:
         _state["comm"], _state["local_size"] = comm, None
+    # A collective: every rank takes part, whatever its thread settings.
+    default = default_num_threads(comm)
     if num_threads is not None:
         set_num_threads(num_threads)
     elif not (_runtime._threads_chosen or os.environ.get("OMP_NUM_THREADS", "").strip()):
-        _core.set_num_threads(default_num_threads(comm))
+        _core.set_num_threads(default)
     return comm
 
 
