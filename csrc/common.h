@@ -31,8 +31,8 @@ inline void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
 }
 
 // dst[0:n) = src[0:n) for the short runs of the kernels (a row of a small plane, a panel row):
-// memcpy with a run-time length is a libc call that costs as much as copying a hundred bytes,
-// so runs under 512 bytes are copied inline in fixed 32/16/8/4-byte pieces (vector moves).
+// memcpy with a run-time length is a libc call per run, so runs under 512 bytes are copied
+// inline in fixed 32/16/8/4-byte pieces (vector moves).
 template <typename T>
 inline void copy_run(const T* src, int64_t n, T* dst) {
   const size_t bytes = static_cast<size_t>(n > 0 ? n : 0) * sizeof(T);

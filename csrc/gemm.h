@@ -103,7 +103,7 @@ void pack_b_strided(const T* src, int64_t rs, int64_t cs, int64_t k0, int64_t kc
       T* d = panel + k * nr;
       int64_t c = 0;
       if (cs == 1) {
-        copy_run(s, cols, d);  // inline: a libc call per row cost a third of some calls
+        copy_run(s, cols, d);  // inline, not a libc call per row (input grad 1.03-1.09x)
         c = cols;
       } else {
         for (; c < cols; ++c) d[c] = s[c * cs];
