@@ -431,12 +431,18 @@ def test_pool_row_blocks_thread_invariant(shape, isa):
             m, i = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
             a = fastconv.avg_pool2d(xa, 3, 2, 1, ceil_mode=True)
             g = fastconv.avg_pool2d_backward(a, xa.shape, 3, 2, 1, ceil_mode=True)
-            results.append((m, i, a, g))
+            # Windows side by side (k == stride): row blocks may start inside a window.
+            a2 = fastconv.avg_pool2d(xa, 2, ceil_mode=True)
+            g2 = fastconv.avg_pool2d_backward(a2, xa.shape, 2, ceil_mode=True)
+            results.append((m, i, a, g, g2))
     finally:
         fastconv.set_num_threads(n0)
     wm, wi = ref.max_pool2d(x, 3, 2, 1, return_indices=True)
     np.testing.assert_array_equal(results[0][0], wm.astype(np.float32))
     np.testing.assert_array_equal(results[0][1], wi)
+    want_g2 = ref.avg_pool2d_backward(ref.avg_pool2d(xa, 2, ceil_mode=True), xa.shape, 2,
+                                      ceil_mode=True)
+    np.testing.assert_allclose(results[0][4], want_g2, rtol=1e-6, atol=1e-7)
     for r in results[1:]:
         for got, want in zip(r, results[0]):
             np.testing.assert_array_equal(got, want)
