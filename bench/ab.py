@@ -2,6 +2,7 @@
 
     python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad] [--shapes a,b] [--threads 2]
                        [--reps 15] [--dtype float32]
+    python bench/ab.py OLD/_core.so NEW/_core.so maxfwd,maxbwd,avgfwd,avgbwd  (pooling shapes)
 
 On a shared, noisy machine, separate runs of the benchmark differ by 10-30%; two builds loaded
 side by side (each .so keeps its own symbols) and timed call by call see the same noise. Prints
@@ -30,6 +31,9 @@ SHAPES.update({
     "rows20": (32, 8, 20, 20, 32, 3, 1, 1, 1, 1),  # output rows of 20: panels of 16 span rows
     "rows20_c3": (32, 3, 20, 20, 32, 3, 1, 1, 1, 1),  # the same with 3 channels (stacked rows)
 })
+# name: N, C, H, W, kernel, stride, padding: pool_suite.txt's shapes.
+POOL_SHAPES = {row[0]: tuple(map(int, row[1:])) for row in read_suite(HERE / "pool_suite.txt")}
+POOL_PASSES = ("maxfwd", "maxbwd", "avgfwd", "avgbwd")
 
 
 def load(path, name):
@@ -44,7 +48,7 @@ def main():
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("passes", nargs="?", default="fwd,wgrad")
-    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--shapes", default="")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -53,21 +57,14 @@ def main():
     for m in builds:
         m.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    for name in args.shapes.split(","):
-        N, C, H, W, K, R, st, p, d, g = SHAPES[name]
-        x = rng.standard_normal((N, C, H, W)).astype(args.dtype)
-        w = rng.standard_normal((K, C // g, R, R)).astype(args.dtype)
-        Ho = (H + 2 * p - d * (R - 1) - 1) // st + 1
-        y = np.empty((N, K, Ho, Ho), args.dtype)
-        dy = rng.standard_normal(y.shape).astype(args.dtype)
-        dw, dx = np.empty_like(w), np.empty_like(x)
+    passes = args.passes.split(",")
+    pooling = all(ps in POOL_PASSES for ps in passes)
+    default_shapes = ",".join(POOL_SHAPES if pooling else SHAPES)
+    for name in (args.shapes or default_shapes).split(","):
+        calls = (pool_calls if pooling else conv_calls)(name, args.dtype, rng, builds[0])
         line = [name]
-        for ps in args.passes.split(","):
-            call = {"fwd": lambda m: m.conv2d_forward(x, w, None, y, (st, st), (p, p), (d, d), g),
-                    "igrad": lambda m: m.conv2d_input_grad(w, dy, None, dx, (st, st), (p, p),
-                                                           (d, d), g),
-                    "wgrad": lambda m: m.conv2d_weight_grad(x, dy, dw, (st, st), (p, p), (d, d),
-                                                            g)}[ps]
+        for ps in passes:
+            call = calls[ps]
             times = ([], [])
             for m in builds * 2:
                 call(m)
@@ -78,10 +75,38 @@ def main():
                     times[i].append(time.perf_counter() - t0)
             fa, fb = min(times[0]) * 1e3, min(times[1]) * 1e3
             ma, mb = statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3
-            line.append(f"{ps} fastest {fa:.2f}/{fb:.2f} ({fa / fb:.2f}x) median {ma:.2f}/{mb:.2f}"
+            line.append(f"{ps} fastest {fa:.3f}/{fb:.3f} ({fa / fb:.2f}x) median {ma:.3f}/{mb:.3f}"
                         f" ({ma / mb:.2f}x)")
         print("  ".join(line), flush=True)
 
+
+def conv_calls(name, dtype, rng, reference):
+    N, C, H, W, K, R, st, p, d, g = SHAPES[name]
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // g, R, R)).astype(dtype)
+    Ho = (H + 2 * p - d * (R - 1) - 1) // st + 1
+    y = np.empty((N, K, Ho, Ho), dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dw, dx = np.empty_like(w), np.empty_like(x)
+    return {"fwd": lambda m: m.conv2d_forward(x, w, None, y, (st, st), (p, p), (d, d), g),
+            "igrad": lambda m: m.conv2d_input_grad(w, dy, None, dx, (st, st), (p, p), (d, d), g),
+            "wgrad": lambda m: m.conv2d_weight_grad(x, dy, dw, (st, st), (p, p), (d, d), g)}
+
+
+def pool_calls(name, dtype, rng, reference):
+    N, C, H, W, k, st, p = POOL_SHAPES[name]
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    Ho = (H + 2 * p - k) // st + 1
+    y = np.empty((N, C, Ho, Ho), dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = np.empty_like(x)
+    idx = np.empty(y.shape, np.int64)
+    window = ((k, k), (st, st), (p, p))
+    reference.max_pool2d_forward(x, y, idx, *window, (1, 1))  # maxfwd rewrites the same idx
+    return {"maxfwd": lambda m: m.max_pool2d_forward(x, y, idx, *window, (1, 1)),
+            "maxbwd": lambda m: m.max_pool2d_backward(dy, idx, dx),
+            "avgfwd": lambda m: m.avg_pool2d_forward(x, y, *window, True, 0),
+            "avgbwd": lambda m: m.avg_pool2d_backward(dy, dx, *window, True, 0)}
 
 if __name__ == "__main__":
     main()
