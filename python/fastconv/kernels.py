@@ -42,7 +42,9 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ----------------------------------------------------------------------------------------------
 
 def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    # A plain int first: the ABC check alone costs about 1 us per value (8 us per shape).
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, (bool, np.bool_)))
 
 
 # Bound on every integer argument, so that the kernels' 64-bit index arithmetic cannot overflow.
