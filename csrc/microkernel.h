@@ -92,21 +92,27 @@ struct PlaneKernels {
                       const int64_t* off, T* out);
 };
 
-// ISA-specific row kernels of the pooling interior (float), reached through IsaKernels::pool;
+// ISA-specific row kernels of the pooling interior, reached through IsaKernels::pool;
 // an ISA without them (null) uses the portable kernels of pool.cpp.
 // One call covers `count` consecutive outputs of one output row whose windows lie entirely
 // inside the image horizontally (rows are pre-clipped): output l reads the taps
 //   xr[i*rstep + c0 + l*sw + j*dw],  i < nrows, j < kw     (i rows of the window, then j)
 // Supported: sw 1 or 2, kw >= 2 when sw == 2; count >= 1.
 //   max_row: y[l] = max (PyTorch rule), idx[l] (if not null) = idx_base + l*sw + i*rstep + j*dw
-//            of the winning tap; needs nrows*rstep < 2^31.
+//            of the winning tap; needs nrows*rstep < 2^31 (float).
 //   avg_row: y[l] = (0 + sum of the taps in (i, j) order) / divisor.
+template <typename T>
+using MaxRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
+                          int64_t sw, int64_t c0, int64_t count, T* y, int64_t* idx,
+                          int64_t idx_base);
+template <typename T>
+using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
+                          int64_t c0, int64_t count, T divisor, T* y);
 struct PoolRowKernels {
-  void (*max_row_f32)(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
-                      int64_t sw, int64_t c0, int64_t count, float* y, int64_t* idx,
-                      int64_t idx_base);
-  void (*avg_row_f32)(const float* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
-                      int64_t c0, int64_t count, float divisor, float* y);
+  MaxRowFn<float> max_row_f32;
+  AvgRowFn<float> avg_row_f32;
+  MaxRowFn<double> max_row_f64;
+  AvgRowFn<double> avg_row_f64;
 };
 
 // Winograd F(2x2, 3x3) transforms of one panel of NR consecutive 2x2 output tiles (NR = the

@@ -9,9 +9,12 @@
 //     the inner, vectorised loop: running max + a small window-offset code (int32 for float)
 //     per lane, blended on "v > max || v is NaN"; the int64 index h*W + w is formed once at
 //     the end. The last block is shifted back to end at wb (it recomputes a few outputs).
-//     Stride 2 loads are deinterleaved even/odd columns. With AVX2 (float) the row kernel is
-//     pool_avx2.cpp's (through the dispatch table), else the portable template below (GCC vectorises it for the baseline).
-// avg backward is a gather: each dx row is computed once, phase by phase (dx columns
+//     Stride 2 loads are deinterleaved even/odd columns. With AVX2 the row kernel is
+//     pool_avx2.cpp's (through the dispatch table), else the portable template below (GCC
+//     vectorises it for the baseline; float64 max forward ran 10x slower than float32 there).
+// avg backward, windows side by side (k == stride, no padding): each dy row is scaled once and
+//   copied along its dx rows (avg_backward_disjoint_rows).
+// avg backward otherwise is a gather: each dx row is computed once, phase by phase (dx columns
 //   q = m*sw + r), as contiguous vector sums of the scaled dy rows g = dy / divisor:
 //     acc_r[m] = 0 + sum_{ho asc} sum_{j desc, (r - j + pw) % sw == 0} g_ho[m + (r - j + pw)/sw]
 //   then interleaved into dx. The order (ho ascending, then wo ascending) is PyTorch's
@@ -100,7 +103,7 @@ inline void max_one(const Pool2dShape& s, const T* x, int64_t ih0, int64_t i_lo,
   if (io) *io = bi;
 }
 
-// Portable interior row kernel (contract of PoolRowKernels::max_row_f32, any T and stride).
+// Portable interior row kernel (contract of PoolRowKernels::max_row_*, any T and stride).
 // SW: the stride when known at compile time (1, 2), else 0.
 template <typename T, bool kIdx, int SW>
 void max_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
@@ -153,17 +156,27 @@ void max_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int
   }
 }
 
+// The ISA's row kernels for T, where it has them and they support the stride (1, or 2 with
+// windows at least 2 wide); else null.
+template <typename T>
+MaxRowFn<T> isa_max_row(const PoolRowKernels* isa, int64_t sw, int64_t kw) {
+  if (!isa || !(sw == 1 || (sw == 2 && kw >= 2))) return nullptr;
+  if constexpr (std::is_same_v<T, float>) return isa->max_row_f32;
+  else return isa->max_row_f64;
+}
+template <typename T>
+AvgRowFn<T> isa_avg_row(const PoolRowKernels* isa, int64_t sw, int64_t kw) {
+  if (!isa || !(sw == 1 || (sw == 2 && kw >= 2))) return nullptr;
+  if constexpr (std::is_same_v<T, float>) return isa->avg_row_f32;
+  else return isa->avg_row_f64;
+}
+
 template <typename T, bool kIdx>
 void max_row_interior(const PoolRowKernels* isa, const T* xr, int64_t nrows, int64_t rstep,
                       int64_t kw, int64_t dw, int64_t sw, int64_t c0, int64_t count, T* y,
                       int64_t* idx, int64_t idx_base) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (isa && (sw == 1 || (sw == 2 && kw >= 2))) {
-      isa->max_row_f32(xr, nrows, rstep, kw, dw, sw, c0, count, y, kIdx ? idx : nullptr,
-                       idx_base);
-      return;
-    }
-  }
+  if (const MaxRowFn<T> row = isa_max_row<T>(isa, sw, kw))
+    return row(xr, nrows, rstep, kw, dw, sw, c0, count, y, kIdx ? idx : nullptr, idx_base);
   if (sw == 1)
     max_row_portable<T, kIdx, 1>(xr, nrows, rstep, kw, dw, 1, c0, count, y, idx, idx_base);
   else if (sw == 2)
@@ -230,7 +243,7 @@ inline int64_t avg_divisor(const AvgWindow& hw, const AvgWindow& ww, bool count_
   return count_include_pad ? hw.padded * ww.padded : (hw.hi - hw.lo) * (ww.hi - ww.lo);
 }
 
-// Portable interior row kernel (contract of PoolRowKernels::avg_row_f32).
+// Portable interior row kernel (contract of PoolRowKernels::avg_row_*).
 template <typename T, int SW>
 void avg_row_portable(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw_rt,
                       int64_t c0, int64_t count, T divisor, T* y) {
@@ -287,11 +300,9 @@ void avg_pool_rows(const Pool2dShape& s, const PoolRowKernels* isa, bool count_i
     const T divisor = static_cast<T>(div);
     const T* xr = x + hw.lo * s.W;
     const int64_t nrows = hw.hi - hw.lo, c0 = wa * sw - pw, count = wb - wa;
-    if constexpr (std::is_same_v<T, float>) {
-      if (isa && (sw == 1 || (sw == 2 && kw >= 2))) {
-        isa->avg_row_f32(xr, nrows, s.W, kw, sw, c0, count, divisor, yrow + wa);
-        continue;
-      }
+    if (const AvgRowFn<T> row = isa_avg_row<T>(isa, sw, kw)) {
+      row(xr, nrows, s.W, kw, sw, c0, count, divisor, yrow + wa);
+      continue;
     }
     if (sw == 1)
       avg_row_portable<T, 1>(xr, nrows, s.W, kw, 1, c0, count, divisor, yrow + wa);

@@ -359,14 +359,15 @@ def test_pools_unbatched(isa):
 
 
 # ---------------------------------------------------------------------------
-# edges of the blocked interior kernels (8-lane AVX2 / 16-output portable blocks, the shifted
-# last block, the interior/border split) and of the row-block threading
+# edges of the blocked interior kernels (8-lane float / 4-lane double AVX2 and 16-output
+# portable blocks, the shifted last block, the interior/border split) and of the row-block
+# threading
 # ---------------------------------------------------------------------------
 EDGE_GEOMS = [  # kernel, stride, padding, dilation
     (2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 1), (2, 1, 0, 1), (4, 2, 2, 1), (5, 2, 1, 1),
     ((3, 2), (2, 1), (1, 1), 1), (3, 2, 1, 2), (1, 2, 0, 1), (3, 3, 1, 1), ((2, 4), 2, (1, 2), 1),
 ]
-EDGE_WIDTHS = [7, 8, 9, 15, 16, 17, 18, 31, 33, 34, 40]
+EDGE_WIDTHS = [3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 18, 31, 33, 34, 40]
 
 
 def _edge_cases():
