@@ -578,3 +578,42 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     got_t = fastconv.conv_transpose2d(dy, wt, b, groups=groups)
     want_t = ref.conv_transpose2d(dy, wt, b, groups=groups)
     assert_close(got_t, want_t, np.float32, K // groups, "conv_transpose2d")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation, groups
+    (9, 6, 14, 14, 16, 5, 1, 0, 1, 1),   # LeNet's second layer
+    (8, 3, 12, 11, 8, 3, 1, 1, 1, 1),
+    (10, 4, 9, 13, 6, (3, 2), (2, 1), (1, 0), 1, 2),
+    (8, 5, 10, 10, 7, 3, 2, 2, 2, 1),
+], ids=lambda c: fmt(c))
+def test_input_grad_image_by_image(c, dtype, isa):
+    """Batches of small images: each thread computes one image's column gradient and
+    scatters it into dx at once; results match the reference and do not depend on the
+    thread count (bit for bit), with and without a bias (conv_transpose2d)."""
+    N, C, H, W, K, kernel, stride, padding, dilation, groups = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H)
+    w = rand(rng, (K, C // groups, kh, kw), dtype)
+    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros(w.shape), stride=stride,
+                         padding=padding, dilation=dilation, groups=groups).shape
+    dy = rand(rng, (N,) + y_shape[1:], dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    want = ref.conv2d_input_grad((N, C, H, W), w, dy, **args)
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fastconv.set_num_threads(threads)
+            results.append(fastconv.conv2d_input_grad((N, C, H, W), w, dy, **args))
+    finally:
+        fastconv.set_num_threads(n0)
+    assert_close(results[0], want, dtype, (K // groups) * kh * kw, fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+    if dilation == 1 and stride == 1:  # conv_transpose2d adds the bias in the same pass
+        wt = rand(rng, (y_shape[1], C // groups, kh, kw), dtype)
+        b = rand(rng, (C,), dtype)
+        got_t = fastconv.conv_transpose2d(dy, wt, b, padding=padding, groups=groups)
+        want_t = ref.conv_transpose2d(dy, wt, b, padding=padding, groups=groups)
+        assert_close(got_t, want_t, dtype, (K // groups) * kh * kw, "conv_transpose2d")
