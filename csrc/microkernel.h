@@ -167,8 +167,10 @@ struct IsaKernels {
   const PoolRowKernels* pool;  // null: the portable pooling kernels
 };
 
-// Defined in pool_avx2.cpp (x86 builds only); used only through isa_kernels_avx2().
+// Defined in pool_avx2.cpp and winograd_avx2.cpp (x86 builds only); used only through
+// isa_kernels_avx2().
 extern const PoolRowKernels kPoolRowKernelsAvx2;
+void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);
 
 const IsaKernels& isa_kernels_baseline();
 const IsaKernels& isa_kernels_avx2();  // defined only in x86 builds; call only if the CPU has AVX2+FMA

@@ -1,0 +1,145 @@
+// Winograd F(2x2, 3x3) input transform of one panel of 16 tiles, float, AVX2 (compiled with
+// -mavx2 -mfma; reached only through the AVX2 dispatch table). Contract: input_panel in
+// microkernel.h; the math and layouts: winograd.cpp. Same values as the portable transform of
+// winograd_transforms.inc (the same additions in the same order).
+//
+// The panel's 16 lanes are two blocks of 8. Per channel, block and patch row i, the columns
+// (e0, e1, e2, e3) of the block's 8 tiles are the even and odd columns of two pairs of loads
+// (columns 0..15 and 2..17 from the block's first column; shufps, then one permute back to
+// lane order); d B of the row follows at once, and B^T (d B) is formed as the rows come, so
+// that d B never leaves the registers (the portable transform stores it and reads it back,
+// and handles the tiles over the padding one scalar at a time: a third of cifar_c2's forward).
+// A block that lies over the padding, ends the image's rows, or holds tiles of two runs uses
+// masked loads that read only the columns its tiles need inside the image, then keeps only
+// its own lanes of each run.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "microkernel.h"
+
+namespace fastconv {
+namespace {
+
+constexpr int kNR = 16, kLanes = 8, kBlocks = kNR / kLanes;
+constexpr int kMaxParts = kLanes;  // runs in one block: each holds at least one of its lanes
+
+// One run's part of one block: where its columns start and which of them to load.
+struct BlockPart {
+  const WinogradTileRun* run;
+  int64_t col0;        // image column of the block's lane 0 (as if the run covered it)
+  bool plain;          // all 18 columns inside the image and the block's lanes all this run's
+  __m256i loads[4];    // masks of the loads at column offsets 0, 8, 2, 10
+  __m256 lanes;        // the block's lanes that are this run's
+};
+
+// Lanes of the result in the order 0 1 4 5 2 3 6 7 (shufps of two 8-column loads), put back.
+inline __m256 unshuffle(__m256 v) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// e0..e3 of one patch row: columns 2t + j of lane t, from the row's column col0.
+template <bool kMasked>
+inline void row_columns(const float* row, const BlockPart& b, __m256 e[4]) {
+  const float* d = row + b.col0;
+  __m256 a0, a1, a2, a3;
+  if (kMasked) {
+    a0 = _mm256_maskload_ps(d, b.loads[0]);
+    a1 = _mm256_maskload_ps(d + 8, b.loads[1]);
+    a2 = _mm256_maskload_ps(d + 2, b.loads[2]);
+    a3 = _mm256_maskload_ps(d + 10, b.loads[3]);
+  } else {
+    a0 = _mm256_loadu_ps(d);
+    a1 = _mm256_loadu_ps(d + 8);
+    a2 = _mm256_loadu_ps(d + 2);
+    a3 = _mm256_loadu_ps(d + 10);
+  }
+  e[0] = unshuffle(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)));
+  e[1] = unshuffle(_mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)));
+  e[2] = unshuffle(_mm256_shuffle_ps(a2, a3, _MM_SHUFFLE(2, 0, 2, 0)));
+  e[3] = unshuffle(_mm256_shuffle_ps(a2, a3, _MM_SHUFFLE(3, 1, 3, 1)));
+  if (kMasked)
+    for (int j = 0; j < 4; ++j) e[j] = _mm256_and_ps(e[j], b.lanes);
+}
+
+// The masks of `part` for lanes [t_lo, t_hi) of the block (lane t reads columns
+// col0 + 2t .. col0 + 2t + 3), image width W.
+void block_masks(int64_t col0, int t_lo, int t_hi, int64_t W, BlockPart* part) {
+  const int64_t first = col0 + 2 * t_lo, last = col0 + 2 * (t_hi - 1) + 3;  // columns used
+  const int64_t lo = first > 0 ? first : 0, hi = last < W - 1 ? last : W - 1;
+  const int offsets[4] = {0, 8, 2, 10};
+  alignas(32) int32_t m[8];
+  for (int k = 0; k < 4; ++k) {
+    for (int u = 0; u < 8; ++u) {
+      const int64_t col = col0 + offsets[k] + u;
+      m[u] = col >= lo && col <= hi ? -1 : 0;
+    }
+    part->loads[k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+  }
+  for (int u = 0; u < 8; ++u) m[u] = u >= t_lo && u < t_hi ? -1 : 0;
+  part->lanes = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(m)));
+  part->plain = t_lo == 0 && t_hi == kLanes && col0 >= 0 && col0 + 2 * kLanes + 1 < W;
+}
+
+}  // namespace
+
+void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v) {
+  const int64_t C = p.C, HW = p.H * p.W;
+  // Each block's parts: the runs that hold its lanes (usually one).
+  BlockPart parts[kBlocks][kMaxParts];
+  int nparts[kBlocks] = {0, 0};
+  for (int ri = 0; ri < p.nruns; ++ri) {
+    const WinogradTileRun& run = p.runs[ri];
+    for (int b = 0; b < kBlocks; ++b) {
+      const int t_lo = run.lane > b * kLanes ? run.lane - b * kLanes : 0;
+      const int end = run.lane + run.len - b * kLanes;
+      const int t_hi = end < kLanes ? end : kLanes;
+      if (t_lo >= t_hi) continue;
+      BlockPart& part = parts[b][nparts[b]++];
+      part.run = &run;
+      part.col0 = 2 * (run.tj0 - (run.lane - b * kLanes)) - p.pad_w;
+      block_masks(part.col0, t_lo, t_hi, p.W, &part);
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) {
+    for (int b = 0; b < kBlocks; ++b) {
+      float* vb = v + c * kNR + b * kLanes;
+      __m256 h0[4], h1[4];  // d B of patch rows 0 and 1, kept until rows 2 and 3 come
+      for (int i = 0; i < 4; ++i) {
+        __m256 e[4] = {zero, zero, zero, zero};
+        for (int k = 0; k < nparts[b]; ++k) {
+          const BlockPart& part = parts[b][k];
+          const int64_t ih = 2 * part.run->ti - p.pad_h + i;
+          if (ih < 0 || ih >= p.H) continue;
+          const float* row = x + (part.run->n * C + c) * HW + ih * p.W;
+          __m256 f[4];
+          if (part.plain) {
+            row_columns<false>(row, part, f);
+          } else {
+            row_columns<true>(row, part, f);
+          }
+          for (int j = 0; j < 4; ++j) e[j] = _mm256_or_ps(e[j], f[j]);  // parts' lanes: disjoint
+        }
+        const __m256 h[4] = {_mm256_sub_ps(e[0], e[2]), _mm256_add_ps(e[1], e[2]),
+                             _mm256_sub_ps(e[2], e[1]), _mm256_sub_ps(e[1], e[3])};
+        if (i == 0) {
+          for (int j = 0; j < 4; ++j) h0[j] = h[j];
+        } else if (i == 1) {
+          for (int j = 0; j < 4; ++j) h1[j] = h[j];
+        } else if (i == 2) {  // B^T rows 0-2: h0 - h2, h1 + h2, h2 - h1
+          for (int j = 0; j < 4; ++j) {
+            _mm256_storeu_ps(vb + (0 * 4 + j) * p.v_stride, _mm256_sub_ps(h0[j], h[j]));
+            _mm256_storeu_ps(vb + (1 * 4 + j) * p.v_stride, _mm256_add_ps(h1[j], h[j]));
+            _mm256_storeu_ps(vb + (2 * 4 + j) * p.v_stride, _mm256_sub_ps(h[j], h1[j]));
+          }
+        } else {  // B^T row 3: h1 - h3
+          for (int j = 0; j < 4; ++j)
+            _mm256_storeu_ps(vb + (3 * 4 + j) * p.v_stride, _mm256_sub_ps(h1[j], h[j]));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace fastconv
