@@ -172,27 +172,34 @@ void depthwise_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw)
     const int64_t per_thread = (f.rows + s.Ho) * f.pitch;
     T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
     std::fill(scratch, scratch + nthreads * per_thread, T(0));
-    parallel_for(s.K, nthreads, [&](int64_t k, int thread) {
-      const int64_t c = k / per_group;
+    // Tasks: blocks of consecutive channels, images outer, so that a task streams through
+    // runs of contiguous planes. With one channel per task, images inner, it jumped a batch
+    // stride after every 3 KB plane: with x and dy out of the caches (as next to PyTorch's
+    // calls) the suite's depthwise layer took 1.2-1.4x longer. Each dW[k] still sums its
+    // images in order.
+    const int64_t block = std::max<int64_t>(1, s.K / (4 * nthreads));
+    parallel_for(ceil_div(s.K, block), nthreads, [&](int64_t task, int thread) {
+      const int64_t k_begin = task * block, k_end = std::min(s.K, k_begin + block);
       T* xpad = scratch + thread * per_thread;
       T* dybuf = xpad + f.rows * f.pitch;
-      T* dwk = dw + k * RS;
-      std::fill(dwk, dwk + RS, T(0));
-      for (int64_t n = 0; n < s.N; ++n) {
-        pad_plane(x + (n * s.C + c) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
-        if (RS == 9) {  // 3x3: dy read in place (measured: depthwise weight grad 1.5-1.6x)
-          kernels.rows_dots_9(s.Ho, s.Wo, dy + (n * s.K + k) * P, xpad, f.pitch,
-                              f.offsets.data(), dwk);
-          continue;
+      std::fill(dw + k_begin * RS, dw + k_end * RS, T(0));
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = k_begin; k < k_end; ++k) {
+          pad_plane(x + (n * s.C + k / per_group) * HW, s.H, s.W, s.pad_h, s.pad_w, f, xpad);
+          if (RS == 9) {  // 3x3: dy read in place (measured: depthwise weight grad 1.5-1.6x)
+            kernels.rows_dots_9(s.Ho, s.Wo, dy + (n * s.K + k) * P, xpad, f.pitch,
+                                f.offsets.data(), dw + k * RS);
+            continue;
+          }
+          pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, 0, 0, rows_of_dy, dybuf);
+          kernels.flat_dots(s.Ho * f.pitch, dybuf, xpad, f.offsets.data(), RS, dw + k * RS);
         }
-        pad_plane(dy + (n * s.K + k) * P, s.Ho, s.Wo, 0, 0, rows_of_dy, dybuf);
-        kernels.flat_dots(s.Ho * f.pitch, dybuf, xpad, f.offsets.data(), RS, dwk);
-      }
       // The flat vectors' dropped columns (zeros of dy) meet pixels of x that no window
       // uses; an infinity or NaN there would make 0 * inf = NaN in dW, where PyTorch's sum
       // has none. Any non-finite dW is therefore recomputed row by row, exactly.
-      if (!std::all_of(dwk, dwk + RS, [](T v) { return std::isfinite(v); }))
-        rows_weight_grad(k);
+      for (int64_t k = k_begin; k < k_end; ++k)
+        if (!std::all_of(dw + k * RS, dw + (k + 1) * RS, [](T v) { return std::isfinite(v); }))
+          rows_weight_grad(k);
     });
     return;
   }
