@@ -117,5 +117,6 @@ def pool_calls(name, dtype, rng, reference):
             "avgfwd": lambda m: m.avg_pool2d_forward(x, y, *window, True, 0),
             "avgbwd": lambda m: m.avg_pool2d_backward(dy, dx, *window, True, 0)}
 
+
 if __name__ == "__main__":
     main()
