@@ -34,6 +34,10 @@ SHAPES = {name: (n, c, h, w, k, r, st, p, d, g)
 SHAPES.update({
     "rows20": (32, 8, 20, 20, 32, 3, 1, 1, 1, 1),  # output rows of 20: panels of 16 span rows
     "rows20_c3": (32, 3, 20, 20, 32, 3, 1, 1, 1, 1),  # the same with 3 channels (stacked rows)
+    # stride 2, output rows of whole panels (32, 64): the parity-plane forward's choice
+    "s2_c3_5x5": (32, 3, 64, 64, 32, 5, 2, 2, 1, 1),
+    "s2_c16": (8, 16, 128, 128, 32, 3, 2, 1, 1, 1),
+    "s2_c64": (8, 64, 64, 64, 128, 3, 2, 1, 1, 1),
 })
 # name: N, C, H, W, kernel, stride, padding: pool_suite.txt's shapes.
 POOL_SHAPES = {row[0]: tuple(map(int, row[1:])) for row in read_suite(HERE / "pool_suite.txt")}

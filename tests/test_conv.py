@@ -617,3 +617,37 @@ def test_input_grad_image_by_image(c, dtype, isa):
         got_t = fastconv.conv_transpose2d(dy, wt, b, padding=padding, groups=groups)
         want_t = ref.conv_transpose2d(dy, wt, b, padding=padding, groups=groups)
         assert_close(got_t, want_t, dtype, (K // groups) * kh * kw, "conv_transpose2d")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation
+    (2, 3, 41, 64, 20, 7, 2, 3, 1),    # the stem's geometry: output rows of 32
+    (3, 1, 20, 62, 13, (5, 4), (1, 2), (2, 2), (2, 1)),  # vertical stride 1, dilation; even width
+    (2, 2, 9, 32, 6, (1, 2), 2, 0, 1),  # one window row, no padding
+    (1, 7, 20, 64, 9, 7, 2, 3, 1),     # C*R*S = 343: two reduction blocks
+    (2, 3, 30, 31, 5, 3, 2, (0, 1), 1),  # Wo = 16: one panel of 16 per row, two of 8
+], ids=lambda c: fmt(c))
+def test_forward_parity_planes(c, dtype, isa):
+    """Stride-2 layers with few channels whose output rows are whole panels: the input is
+    split by column parity so that every panel row is read in place. Matches the reference,
+    with the bias, and does not depend on the thread count (bit for bit)."""
+    N, C, H, W, K, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H * W)
+    x = rand(rng, (N, C, H, W), dtype)
+    w = rand(rng, (K, C, kh, kw), dtype)
+    b = rand(rng, (K,), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    want = ref.conv2d(x, w, b, **args)
+    assert want.shape[3] % 16 == 0  # the path's condition, for panels of 8 and of 16
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fastconv.set_num_threads(threads)
+            results.append(fastconv.conv2d(x, w, b, **args))
+    finally:
+        fastconv.set_num_threads(n0)
+    assert_close(results[0], want, dtype, C * kh * kw, fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
