@@ -495,6 +495,29 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   }
 }
 
+// Row i (padded coordinates) of the phase planes of one channel plane src (H x W): the plane
+// zero-padded by (pad_h, pad_w) and split by column phase e < phases,
+//   out[(e*Hq + i)*Wq + j] = src[i - pad_h][j*phases + e - pad_w]     (0 outside the image),
+// so that a layer of horizontal stride `phases` reads, at tap column offset o = t*dil_w, the
+// outputs wo, wo+1, ... of a row as the contiguous run at phase o % phases, column wo + o / phases.
+template <typename T>
+void phase_planes_row(const T* src, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
+                      int64_t phases, int64_t Hq, int64_t Wq, int64_t i, T* out) {
+  const int64_t ih = i - pad_h;
+  for (int64_t e = 0; e < phases; ++e) {
+    T* row = out + (e * Hq + i) * Wq;
+    if (!inside(ih, H)) {
+      std::fill(row, row + Wq, T(0));
+      continue;
+    }
+    const T* line = src + ih * W;
+    for (int64_t j = 0; j < Wq; ++j) {
+      const int64_t iw = j * phases + e - pad_w;
+      row[j] = inside(iw, W) ? line[iw] : T(0);
+    }
+  }
+}
+
 // Horizontal stride 2, few channels and output rows of whole panels: forward_parity_planes
 // (measured against the channels-last path, A/B both orders: stem7x7 1.08-1.19x at 1 and 2
 // threads, a 3-channel 5x5 layer 1.0-1.2x; with 16 or 64 channels the channels-last path
@@ -543,20 +566,8 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
     parallel_for(nb * C * Hq, threads_for(double(nb) * image, 1e5, nb * C * Hq),
                  [&](int64_t task, int) {
                    const int64_t i = task % Hq, plane_index = task / Hq;  // (nl, c)
-                   T* even = xq + plane_index * 2 * plane + i * Wq;
-                   T* odd = even + plane;
-                   const int64_t ih = i - s.pad_h;
-                   if (!inside(ih, s.H)) {
-                     std::fill(even, even + Wq, T(0));
-                     std::fill(odd, odd + Wq, T(0));
-                     return;
-                   }
-                   const T* src = x + (n0 * C + plane_index) * s.H * s.W + ih * s.W;
-                   for (int64_t j = 0; j < Wq; ++j) {
-                     const int64_t iw = 2 * j - s.pad_w;
-                     even[j] = inside(iw, s.W) ? src[iw] : T(0);
-                     odd[j] = inside(iw + 1, s.W) ? src[iw + 1] : T(0);
-                   }
+                   phase_planes_row(x + (n0 * C + plane_index) * s.H * s.W, s.H, s.W, s.pad_h,
+                                    s.pad_w, int64_t(2), Hq, Wq, i, xq + plane_index * 2 * plane);
                  });
     parallel_for(nb * col_blocks, nthreads, [&](int64_t task, int thread) {
       const int64_t nl = task / col_blocks, p0 = (task % col_blocks) * blk.nc;
@@ -578,6 +589,102 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
         }
     });
   }
+}
+
+// Few input channels, enough output channels to fill the micro-kernel's width, and output
+// rows long enough for its reduction: weight_grad_phase_planes (measured against the
+// channels-last path, A/B both orders: stem7x7 1.26-1.42x at 2 threads, 1.26-1.41x at 1,
+// float64 1.22-1.30x; with output rows of 32 (cifar_c1, a 3-channel 5x5 stride-2 layer)
+// 0.99-1.13x, of 20 0.89-1.02x, so those stay).
+inline bool phase_planes_weight_grad_preferred(const Conv2dShape& s) {
+  return s.groups == 1 && (s.stride_w == 1 || s.stride_w == 2) && s.C < 8 && s.K >= 16 &&
+         s.Wo >= 64;
+}
+
+// Weight gradient of an ungrouped layer with few input channels (stride 1 or 2, any
+// dilation), transposed so that no GEMM column is padded: the channels-last path's columns
+// are window rows of S*C values (the stem's 21 padded to 32), here the columns are the K
+// output channels and the rows the C*R*S taps. Per output row (n, ho):
+//   dW^T (CRS x K) += col_row (CRS x Wo) * dy_row^T (Wo x K)
+// where row q = (c, r, t) of col_row is a contiguous run of x's phase planes (phase_planes_row,
+// built once per batch chunk), read in place as A through row pointers, and dy_row^T is the
+// row's K x Wo block of dy transposed into the thread's scratch (K padded to NR with zeros),
+// read as B. Tasks: fixed slices of the N*Ho output rows (their number depends on the shape
+// only), each summing into its own dW^T; the slices are added in order, so the result does
+// not depend on the thread count.
+template <typename T>
+void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, Wo = s.Wo, P = s.Ho * Wo, CRS = C * R * S;
+  const int64_t phases = s.stride_w, sh = s.stride_h;
+  const IsaKernels& isa = active_isa();  // one ISA for the whole call
+  const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
+  const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(isa);
+  const int mr = uk.mr, nr = uk.nr;
+  const int64_t Hq = (s.Ho - 1) * sh + (R - 1) * s.dil_h + 1;
+  const int64_t Wq = Wo + ((S - 1) * s.dil_w) / phases;
+  const int64_t plane = Hq * Wq, image = phases * C * plane;
+  const int64_t m_pad = round_up(CRS, mr), k_pad = round_up(K, nr), part = m_pad * k_pad;
+  const int64_t chunk = std::clamp<int64_t>(
+      (8 << 20) / std::max<int64_t>(image * static_cast<int64_t>(sizeof(T)), 1), 1, s.N);
+  const int64_t rows_total = s.N * s.Ho, slices = std::min<int64_t>(rows_total, 32);
+  const int nthreads = threads_for(2.0 * rows_total * Wo * m_pad * k_pad, kMinFlopsPerThread,
+                                   slices);
+  T* xq = thread_scratch<T>(kScratchStacked, chunk * image);
+  T* partial = thread_scratch<T>(kScratchPartials, slices * part);
+  T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * Wo * k_pad);
+  const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * Wo);
+  int64_t* tap_offsets = thread_scratch<int64_t>(kScratchPackedA, m_pad);
+  for (int64_t q = 0; q < m_pad; ++q) {  // rows past CRS repeat the last (discarded)
+    const int64_t qq = std::min(q, CRS - 1), c = qq / (R * S), r = (qq / S) % R;
+    const int64_t o = (qq % S) * s.dil_w;
+    tap_offsets[q] = ((c * phases + o % phases) * Hq + r * s.dil_h) * Wq + o / phases;
+  }
+  for (int thread = 0; thread < nthreads; ++thread) {
+    T* rows = dy_rows + thread * Wo * k_pad;
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      std::fill(rows + wo * k_pad + K, rows + (wo + 1) * k_pad, T(0));
+      b_pointers[thread * Wo + wo] = rows + wo * k_pad;
+    }
+  }
+
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.N - n0);
+    parallel_for(nb * C * Hq, threads_for(double(nb) * image, 1e5, nb * C * Hq),
+                 [&](int64_t task, int) {
+                   const int64_t i = task % Hq, plane_index = task / Hq;  // (nl, c)
+                   phase_planes_row(x + (n0 * C + plane_index) * s.H * s.W, s.H, s.W, s.pad_h,
+                                    s.pad_w, phases, Hq, Wq, i,
+                                    xq + plane_index * phases * plane);
+                 });
+    parallel_for(slices, nthreads, [&](int64_t slice, int thread) {
+      // The slice's rows that fall in this chunk.
+      const int64_t begin = std::max(rows_total * slice / slices, n0 * s.Ho);
+      const int64_t end = std::min(rows_total * (slice + 1) / slices, (n0 + nb) * s.Ho);
+      T* out = partial + slice * part;
+      T* rows = dy_rows + thread * Wo * k_pad;
+      const T* const* b_rows = b_pointers + thread * Wo;
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / s.Ho, ho = row % s.Ho;
+        const bool accumulate = row > rows_total * slice / slices;
+        transpose(dy + n * K * P + ho * Wo, P, K, Wo, rows, k_pad);
+        const T* image_row = xq + (n - n0) * image + ho * sh * Wq;
+        for (int64_t q0 = 0; q0 < m_pad; q0 += mr) {
+          const T* a_rows[8];  // mr <= 8
+          for (int i = 0; i < mr; ++i) a_rows[i] = image_row + tap_offsets[q0 + i];
+          for (int64_t j = 0; j < k_pad; j += nr)
+            uk.indirect_ab(Wo, a_rows, b_rows, j, out + q0 * k_pad + j, k_pad, accumulate);
+        }
+      }
+    });
+  }
+  // dw[k][q] = sum over the slices, in order, of dW^T[q][k].
+  parallel_for(K, threads_for(double(K) * CRS * slices, 1e5, K), [&](int64_t k, int) {
+    for (int64_t q = 0; q < CRS; ++q) {
+      T sum = partial[q * k_pad + k];
+      for (int64_t sl = 1; sl < slices; ++sl) sum += partial[sl * part + q * k_pad + k];
+      dw[k * CRS + q] = sum;
+    }
+  });
 }
 
 }  // namespace
@@ -804,6 +911,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     return;
   }
   if (winograd_preferred(s) && winograd_weight_grad(s, x, dy, dw)) return;
+  if (phase_planes_weight_grad_preferred(s)) return weight_grad_phase_planes(s, x, dy, dw);
   if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
     const int64_t RS = s.R * s.S;
     T* dw2 = thread_scratch<T>(kScratchStacked, s.K * s.C * RS);

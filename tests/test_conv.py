@@ -651,3 +651,36 @@ def test_forward_parity_planes(c, dtype, isa):
     assert_close(results[0], want, dtype, C * kh * kw, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation
+    (2, 3, 41, 224, 16, 7, 2, 3, 1),   # the stem's geometry
+    (2, 1, 9, 70, 20, (3, 4), (2, 1), (1, 2), (1, 2)),  # stride 1, dilated, K = 20 (padded)
+    (3, 7, 260, 260, 17, 3, 2, 1, 1),  # float64: batch chunks of 2 images, slices across them
+    (1, 2, 5, 140, 33, (1, 5), 2, 0, 1),  # one window row, no padding
+], ids=lambda c: fmt(c))
+def test_weight_grad_phase_planes(c, dtype, isa):
+    """Few input channels and long output rows: the weight gradient runs transposed, the taps'
+    runs of x read in place from its column-phase planes. Matches the reference and does not
+    depend on the thread count (bit for bit)."""
+    N, C, H, W, K, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H * W + K)
+    x = rand(rng, (N, C, H, W), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((K, C, kh, kw)), **args).shape
+    assert y_shape[3] >= 64  # the path's condition
+    dy = rand(rng, (N,) + y_shape[1:], dtype)
+    want = ref.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fastconv.set_num_threads(threads)
+            results.append(fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args))
+    finally:
+        fastconv.set_num_threads(n0)
+    assert_close(results[0], want, dtype, N * y_shape[2] * y_shape[3], fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
