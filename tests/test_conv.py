@@ -684,3 +684,30 @@ def test_weight_grad_phase_planes(c, dtype, isa):
     assert_close(results[0], want, dtype, N * y_shape[2] * y_shape[3], fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # N, C, H, W, K
+    (3, 13, 20, 17, 21),   # P = 340: two reduction blocks; K = 21: a partial column panel
+    (2, 128, 9, 9, 70),    # two tasks of 64 output channels, the second partial
+    (1, 5, 1, 3, 16),      # one short block
+], ids=lambda c: fmt(c))
+def test_weight_grad_pointwise(c, dtype, isa):
+    """1x1 layers: the weight gradient runs as x (C x P) times dy^T, dy's panels packed by
+    transposes. Matches the reference and does not depend on the thread count (bit for bit)."""
+    N, C, H, W, K = c
+    rng = np.random.default_rng(N * C * H * W * K)
+    x = rand(rng, (N, C, H, W), dtype)
+    dy = rand(rng, (N, K, H, W), dtype)
+    want = ref.conv2d_weight_grad(x, (K, C, 1, 1), dy)
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fastconv.set_num_threads(threads)
+            results.append(fastconv.conv2d_weight_grad(x, (K, C, 1, 1), dy))
+    finally:
+        fastconv.set_num_threads(n0)
+    assert_close(results[0], want, dtype, N * H * W, fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
