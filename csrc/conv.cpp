@@ -520,6 +520,28 @@ void phase_planes_row(const T* src, int64_t H, int64_t W, int64_t pad_h, int64_t
   }
 }
 
+// The phase planes of images [n0, n0 + nb) of layer s's input x into xq (phases * Hq * Wq
+// values per channel), row by row in parallel.
+template <typename T>
+void phase_planes(const Conv2dShape& s, const T* x, int64_t n0, int64_t nb, int64_t phases,
+                  int64_t Hq, int64_t Wq, T* xq) {
+  const int64_t rows = nb * s.C * Hq;
+  parallel_for(rows, threads_for(double(rows) * phases * Wq, 1e5, rows), [&](int64_t task, int) {
+    const int64_t i = task % Hq, plane_index = task / Hq;  // (image, channel)
+    phase_planes_row(x + (n0 * s.C + plane_index) * s.H * s.W, s.H, s.W, s.pad_h, s.pad_w,
+                     phases, Hq, Wq, i, xq + plane_index * phases * Hq * Wq);
+  });
+}
+
+// Where row q = (c, r, t) of the column matrix starts in one image's phase planes: the value
+// that output (0, 0) meets at tap (r, t); output (ho, wo) of a stride-`phases` row meets it
+// ho*stride_h*Wq + wo further on.
+inline int64_t phase_tap_offset(const Conv2dShape& s, int64_t phases, int64_t Hq, int64_t Wq,
+                                int64_t q) {
+  const int64_t c = q / (s.R * s.S), r = (q / s.S) % s.R, o = (q % s.S) * s.dil_w;
+  return ((c * phases + o % phases) * Hq + r * s.dil_h) * Wq + o / phases;
+}
+
 // Horizontal stride 2, few channels and output rows of whole panels: forward_parity_planes
 // (measured against the channels-last path, A/B both orders: stem7x7 1.08-1.19x at 1 and 2
 // threads, a 3-channel 5x5 layer 1.0-1.2x; with 16 or 64 channels the channels-last path
@@ -558,19 +580,11 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
   const T** pointer_scratch = thread_scratch<const T*>(kScratchColumns, nthreads * blk.kc);
   // Where row q = (c, r, t) of a panel starts, relative to the panel's first output.
   int64_t* tap_offsets = thread_scratch<int64_t>(kScratchPartials, CRS);
-  for (int64_t c = 0, q = 0; c < C; ++c)
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t t = 0; t < S; ++t, ++q)
-        tap_offsets[q] = ((c * 2 + (t & 1)) * Hq + r * dh) * Wq + (t >> 1);
+  for (int64_t q = 0; q < CRS; ++q) tap_offsets[q] = phase_tap_offset(s, 2, Hq, Wq, q);
 
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.N - n0);
-    parallel_for(nb * C * Hq, threads_for(double(nb) * image, 1e5, nb * C * Hq),
-                 [&](int64_t task, int) {
-                   const int64_t i = task % Hq, plane_index = task / Hq;  // (nl, c)
-                   phase_planes_row(x + (n0 * C + plane_index) * s.H * s.W, s.H, s.W, s.pad_h,
-                                    s.pad_w, int64_t(2), Hq, Wq, i, xq + plane_index * 2 * plane);
-                 });
+    phase_planes(s, x, n0, nb, 2, Hq, Wq, xq);
     parallel_for(nb * col_blocks, nthreads, [&](int64_t task, int thread) {
       const int64_t nl = task / col_blocks, p0 = (task % col_blocks) * blk.nc;
       const int64_t nc = std::min(blk.nc, P - p0);
@@ -636,11 +650,8 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
   T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * Wo * k_pad);
   const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * Wo);
   int64_t* tap_offsets = thread_scratch<int64_t>(kScratchPackedA, m_pad);
-  for (int64_t q = 0; q < m_pad; ++q) {  // rows past CRS repeat the last (discarded)
-    const int64_t qq = std::min(q, CRS - 1), c = qq / (R * S), r = (qq / S) % R;
-    const int64_t o = (qq % S) * s.dil_w;
-    tap_offsets[q] = ((c * phases + o % phases) * Hq + r * s.dil_h) * Wq + o / phases;
-  }
+  for (int64_t q = 0; q < m_pad; ++q)  // rows past CRS repeat the last (discarded)
+    tap_offsets[q] = phase_tap_offset(s, phases, Hq, Wq, std::min(q, CRS - 1));
   for (int thread = 0; thread < nthreads; ++thread) {
     T* rows = dy_rows + thread * Wo * k_pad;
     for (int64_t wo = 0; wo < Wo; ++wo) {
@@ -651,13 +662,7 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
 
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.N - n0);
-    parallel_for(nb * C * Hq, threads_for(double(nb) * image, 1e5, nb * C * Hq),
-                 [&](int64_t task, int) {
-                   const int64_t i = task % Hq, plane_index = task / Hq;  // (nl, c)
-                   phase_planes_row(x + (n0 * C + plane_index) * s.H * s.W, s.H, s.W, s.pad_h,
-                                    s.pad_w, phases, Hq, Wq, i,
-                                    xq + plane_index * phases * plane);
-                 });
+    phase_planes(s, x, n0, nb, phases, Hq, Wq, xq);
     parallel_for(slices, nthreads, [&](int64_t slice, int thread) {
       // The slice's rows that fall in this chunk.
       const int64_t begin = std::max(rows_total * slice / slices, n0 * s.Ho);
