@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "channels_last.h"
 #include "common.h"
@@ -424,11 +425,19 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   const int64_t segments = layout.segments, width = layout.width;
   const int64_t k_panels = ceil_div(K, nr);
 
-  // B: per segment and panel of NR output channels, W^T (width x NR), zero past K.
+  // B: per panel of NR output channels and segment, W^T (width x NR), zero past K; a panel's
+  // segments one after another, as the segmented micro-kernel reads them.
   T* b_packed = thread_scratch<T>(kScratchPackedA, segments * k_panels * width * nr);
+  std::vector<int64_t> seg_offsets(segments);  // where segment seg starts from a pixel's row
+  const int64_t segs_per_call = std::max<int64_t>(
+      1, (16 << 10) / (width * nr * static_cast<int64_t>(sizeof(T))));
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    const int64_t r = wide ? seg : seg / S, t = wide ? 0 : seg % S;
+    seg_offsets[seg] = (r * s.dil_h * Wp + t * s.dil_w) * C;
+  }
   for (int64_t seg = 0; seg < segments; ++seg)
     for (int64_t kp = 0; kp < k_panels; ++kp) {
-      T* panel = b_packed + (seg * k_panels + kp) * width * nr;
+      T* panel = b_packed + (kp * segments + seg) * width * nr;
       for (int64_t j = 0; j < width; ++j) {
         const int64_t c = wide ? j % C : j, r = wide ? seg : seg / S, t = wide ? j / C : seg % S;
         for (int64_t l = 0; l < nr; ++l) {
@@ -476,16 +485,17 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
                      [&base, mr](int64_t l, const T* pixel) { base[l / mr][l % mr] = pixel; });
       for (int64_t l = pixels; l < (g_end - g_begin) * mr; ++l) base[l / mr][l % mr] = base[l / mr][0];
       for (int64_t kp = 0; kp < k_panels; ++kp) {
-        for (int64_t group = g_begin; group < g_end; ++group) {
-          const int64_t p0 = group * mr;
-          for (int64_t seg = 0; seg < segments; ++seg) {
-            const int64_t r = wide ? seg : seg / S, t = wide ? 0 : seg % S;
-            const int64_t offset = (r * s.dil_h * Wp + t * s.dil_w) * C;
-            const T* a_rows[8];
-            for (int i = 0; i < mr; ++i) a_rows[i] = base[group - g_begin][i] + offset;
-            uk.indirect_a(width, a_rows, b_packed + (seg * k_panels + kp) * width * nr,
-                          tile + (p0 - p_begin) * nr, nr, seg > 0);
-          }
+        // Runs of segments whose B panels fit in half of L1 (there while every group uses
+        // them) are summed in registers by one call per group of MR pixels (measured against
+        // a call per segment: LeNet's second layer 1.1x, dilated forward and input grad
+        // 1.02-1.10x, rows of 20 1.13-1.16x).
+        for (int64_t seg0 = 0; seg0 < segments; seg0 += segs_per_call) {
+          const int64_t n_segs = std::min(segs_per_call, segments - seg0);
+          for (int64_t group = g_begin; group < g_end; ++group)
+            uk.indirect_a_segments(width, n_segs, base[group - g_begin],
+                                   seg_offsets.data() + seg0,
+                                   b_packed + (kp * segments + seg0) * width * nr,
+                                   tile + (group * mr - p_begin) * nr, nr, seg0 > 0);
         }
         const int64_t k0 = kp * nr, cols = std::min<int64_t>(nr, K - k0);
         if (bias)

@@ -46,6 +46,14 @@ using MicroKernelIndirectABFn = void (*)(int64_t kc, const T* const* a_rows,
                                          const T* const* b_rows, int64_t b_offset, T* c,
                                          int64_t ldc, bool accumulate);
 
+// The indirect_a tile over a reduction of `segments` blocks of kc: block seg reads row i of A
+// at a_rows[i] + offsets[seg] (kc values) and B's rows seg*kc .. seg*kc + kc-1 (packed), all
+// summed in registers (the channels-last forward's window rows, one store per tile).
+template <typename T>
+using MicroKernelIndirectASegmentsFn = void (*)(int64_t kc, int64_t segments,
+                                                const T* const* a_rows, const int64_t* offsets,
+                                                const T* b, T* c, int64_t ldc, bool accumulate);
+
 template <typename T>
 struct MicroKernel {
   int mr;
@@ -55,6 +63,7 @@ struct MicroKernel {
   MicroKernelIndirectAFn<T> indirect_a;
   MicroKernelStridedAFn<T> strided_a;
   MicroKernelIndirectABFn<T> indirect_ab;
+  MicroKernelIndirectASegmentsFn<T> indirect_a_segments;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are

@@ -18,16 +18,23 @@ namespace {
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
 // Where row k of the B panel is: packed (b + k*NR) or through a pointer table.
+// segment(seg, kc, offsets): the operand from the start of segment seg of a segmented
+// product (MicroKernelIndirectASegmentsFn): kc*seg further along the reduction, except that
+// rows of A through pointers move by offsets[seg].
 template <typename T, int NR>
 struct PackedRows {
   const T* b;
   const T* row(int64_t k) const { return b + k * NR; }
+  PackedRows segment(int64_t seg, int64_t kc, const int64_t*) const { return {b + seg * kc * NR}; }
 };
 template <typename T>
 struct PointerRows {
   const T* const* rows;
   int64_t offset;
   const T* row(int64_t k) const { return rows[k] + offset; }
+  PointerRows segment(int64_t seg, int64_t kc, const int64_t*) const {
+    return {rows + seg * kc, offset};
+  }
 };
 
 // Where A(i, k) of the MR-row panel is: packed (a[k*MR + i]) or row i through a pointer.
@@ -35,57 +42,75 @@ template <typename T>
 struct PackedA {
   const T* a;
   const T* at(int64_t k, int i) const { return a + k * 6 + i; }
+  PackedA segment(int64_t seg, int64_t kc, const int64_t*) const { return {a + seg * kc * 6}; }
 };
 template <typename T>
 struct StridedA {
   const T* a;
   int64_t lda;
   const T* at(int64_t k, int i) const { return a + k * lda + i; }
+  StridedA segment(int64_t seg, int64_t kc, const int64_t*) const {
+    return {a + seg * kc * lda, lda};
+  }
 };
 template <typename T>
 struct PointerA {
   const T* p[6];
   const T* at(int64_t k, int i) const { return p[i] + k; }
+  PointerA segment(int64_t seg, int64_t, const int64_t* offsets) const {
+    const int64_t o = offsets[seg];
+    return {{p[0] + o, p[1] + o, p[2] + o, p[3] + o, p[4] + o, p[5] + o}};
+  }
 };
 
-template <typename ARows, typename Rows>
-void gemm_f32_6x16(int64_t kc, ARows a, Rows b_rows, float* c, int64_t ldc,
-                   bool accumulate) {
+// kSegments: the reduction is `segments` blocks of kc, each from ARows/Rows::segment (a
+// separate instantiation: a runtime branch here slowed the plain kernels by 4-8%).
+template <typename ARows, typename Rows, bool kSegments = false>
+void gemm_f32_6x16(int64_t kc, ARows a_all, Rows b_all, float* c, int64_t ldc,
+                   bool accumulate, int64_t segments = 1, const int64_t* offsets = nullptr) {
   constexpr bool kUnroll = std::is_same_v<ARows, PackedA<float>>;
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  const auto step = [&](int64_t k) __attribute__((always_inline)) {
-    const float* b = b_rows.row(k);
-    const __m256 b0 = _mm256_loadu_ps(b);
-    const __m256 b1 = _mm256_loadu_ps(b + 8);
-    __m256 ai = _mm256_broadcast_ss(a.at(k, 0));
-    c00 = _mm256_fmadd_ps(ai, b0, c00);
-    c01 = _mm256_fmadd_ps(ai, b1, c01);
-    ai = _mm256_broadcast_ss(a.at(k, 1));
-    c10 = _mm256_fmadd_ps(ai, b0, c10);
-    c11 = _mm256_fmadd_ps(ai, b1, c11);
-    ai = _mm256_broadcast_ss(a.at(k, 2));
-    c20 = _mm256_fmadd_ps(ai, b0, c20);
-    c21 = _mm256_fmadd_ps(ai, b1, c21);
-    ai = _mm256_broadcast_ss(a.at(k, 3));
-    c30 = _mm256_fmadd_ps(ai, b0, c30);
-    c31 = _mm256_fmadd_ps(ai, b1, c31);
-    ai = _mm256_broadcast_ss(a.at(k, 4));
-    c40 = _mm256_fmadd_ps(ai, b0, c40);
-    c41 = _mm256_fmadd_ps(ai, b1, c41);
-    ai = _mm256_broadcast_ss(a.at(k, 5));
-    c50 = _mm256_fmadd_ps(ai, b0, c50);
-    c51 = _mm256_fmadd_ps(ai, b1, c51);
+  // One pass over a reduction block of kc (a segment), into the accumulators.
+  const auto pass = [&](const ARows a, const Rows b_rows) __attribute__((always_inline)) {
+    const auto step = [&](int64_t k) __attribute__((always_inline)) {
+      const float* b = b_rows.row(k);
+      const __m256 b0 = _mm256_loadu_ps(b);
+      const __m256 b1 = _mm256_loadu_ps(b + 8);
+      __m256 ai = _mm256_broadcast_ss(a.at(k, 0));
+      c00 = _mm256_fmadd_ps(ai, b0, c00);
+      c01 = _mm256_fmadd_ps(ai, b1, c01);
+      ai = _mm256_broadcast_ss(a.at(k, 1));
+      c10 = _mm256_fmadd_ps(ai, b0, c10);
+      c11 = _mm256_fmadd_ps(ai, b1, c11);
+      ai = _mm256_broadcast_ss(a.at(k, 2));
+      c20 = _mm256_fmadd_ps(ai, b0, c20);
+      c21 = _mm256_fmadd_ps(ai, b1, c21);
+      ai = _mm256_broadcast_ss(a.at(k, 3));
+      c30 = _mm256_fmadd_ps(ai, b0, c30);
+      c31 = _mm256_fmadd_ps(ai, b1, c31);
+      ai = _mm256_broadcast_ss(a.at(k, 4));
+      c40 = _mm256_fmadd_ps(ai, b0, c40);
+      c41 = _mm256_fmadd_ps(ai, b1, c41);
+      ai = _mm256_broadcast_ss(a.at(k, 5));
+      c50 = _mm256_fmadd_ps(ai, b0, c50);
+      c51 = _mm256_fmadd_ps(ai, b1, c51);
+    };
+    int64_t k = 0;
+    if (kUnroll)  // packed A, B from packed or in-place panels: 6x16 tiles in L1 67 -> 78 GFLOP/s
+      for (; k + 4 <= kc; k += 4) {
+        step(k);
+        step(k + 1);
+        step(k + 2);
+        step(k + 3);
+      }
+    for (; k < kc; ++k) step(k);
   };
-  int64_t k = 0;
-  if (kUnroll)  // packed A, B from packed or in-place panels: 6x16 tiles in L1 67 -> 78 GFLOP/s
-    for (; k + 4 <= kc; k += 4) {
-      step(k);
-      step(k + 1);
-      step(k + 2);
-      step(k + 3);
-    }
-  for (; k < kc; ++k) step(k);
+  if constexpr (kSegments)
+    for (int64_t seg = 0; seg < segments; ++seg)
+      pass(a_all.segment(seg, kc, offsets), b_all.segment(seg, kc, offsets));
+  else
+    pass(a_all, b_all);
   const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                              {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
@@ -100,34 +125,41 @@ void gemm_f32_6x16(int64_t kc, ARows a, Rows b_rows, float* c, int64_t ldc,
   }
 }
 
-template <typename ARows, typename Rows>
-void gemm_f64_6x8(int64_t kc, ARows a, Rows b_rows, double* c, int64_t ldc,
-                  bool accumulate) {
+template <typename ARows, typename Rows, bool kSegments = false>
+void gemm_f64_6x8(int64_t kc, ARows a_all, Rows b_all, double* c, int64_t ldc,
+                  bool accumulate, int64_t segments = 1, const int64_t* offsets = nullptr) {
   __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int64_t k = 0; k < kc; ++k) {
-    const double* b = b_rows.row(k);
-    const __m256d b0 = _mm256_loadu_pd(b);
-    const __m256d b1 = _mm256_loadu_pd(b + 4);
-    __m256d ai = _mm256_broadcast_sd(a.at(k, 0));
-    c00 = _mm256_fmadd_pd(ai, b0, c00);
-    c01 = _mm256_fmadd_pd(ai, b1, c01);
-    ai = _mm256_broadcast_sd(a.at(k, 1));
-    c10 = _mm256_fmadd_pd(ai, b0, c10);
-    c11 = _mm256_fmadd_pd(ai, b1, c11);
-    ai = _mm256_broadcast_sd(a.at(k, 2));
-    c20 = _mm256_fmadd_pd(ai, b0, c20);
-    c21 = _mm256_fmadd_pd(ai, b1, c21);
-    ai = _mm256_broadcast_sd(a.at(k, 3));
-    c30 = _mm256_fmadd_pd(ai, b0, c30);
-    c31 = _mm256_fmadd_pd(ai, b1, c31);
-    ai = _mm256_broadcast_sd(a.at(k, 4));
-    c40 = _mm256_fmadd_pd(ai, b0, c40);
-    c41 = _mm256_fmadd_pd(ai, b1, c41);
-    ai = _mm256_broadcast_sd(a.at(k, 5));
-    c50 = _mm256_fmadd_pd(ai, b0, c50);
-    c51 = _mm256_fmadd_pd(ai, b1, c51);
-  }
+  const auto pass = [&](const ARows a, const Rows b_rows) __attribute__((always_inline)) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const double* b = b_rows.row(k);
+      const __m256d b0 = _mm256_loadu_pd(b);
+      const __m256d b1 = _mm256_loadu_pd(b + 4);
+      __m256d ai = _mm256_broadcast_sd(a.at(k, 0));
+      c00 = _mm256_fmadd_pd(ai, b0, c00);
+      c01 = _mm256_fmadd_pd(ai, b1, c01);
+      ai = _mm256_broadcast_sd(a.at(k, 1));
+      c10 = _mm256_fmadd_pd(ai, b0, c10);
+      c11 = _mm256_fmadd_pd(ai, b1, c11);
+      ai = _mm256_broadcast_sd(a.at(k, 2));
+      c20 = _mm256_fmadd_pd(ai, b0, c20);
+      c21 = _mm256_fmadd_pd(ai, b1, c21);
+      ai = _mm256_broadcast_sd(a.at(k, 3));
+      c30 = _mm256_fmadd_pd(ai, b0, c30);
+      c31 = _mm256_fmadd_pd(ai, b1, c31);
+      ai = _mm256_broadcast_sd(a.at(k, 4));
+      c40 = _mm256_fmadd_pd(ai, b0, c40);
+      c41 = _mm256_fmadd_pd(ai, b1, c41);
+      ai = _mm256_broadcast_sd(a.at(k, 5));
+      c50 = _mm256_fmadd_pd(ai, b0, c50);
+      c51 = _mm256_fmadd_pd(ai, b1, c51);
+    }
+  };
+  if constexpr (kSegments)
+    for (int64_t seg = 0; seg < segments; ++seg)
+      pass(a_all.segment(seg, kc, offsets), b_all.segment(seg, kc, offsets));
+  else
+    pass(a_all, b_all);
   const __m256d rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                               {c30, c31}, {c40, c41}, {c50, c51}};
   for (int i = 0; i < 6; ++i) {
@@ -172,6 +204,23 @@ void gemm_ukernel_f64_6x8_indirect_a_avx2(int64_t kc, const double* const* a_row
                                           bool accumulate) {
   const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
   gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
+}
+
+void gemm_ukernel_f32_6x16_indirect_a_segments_avx2(int64_t kc, int64_t segments,
+                                                    const float* const* a_rows,
+                                                    const int64_t* offsets, const float* b,
+                                                    float* c, int64_t ldc, bool accumulate) {
+  const PointerA<float> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
+  gemm_f32_6x16<PointerA<float>, PackedRows<float, 16>, true>(kc, a, PackedRows<float, 16>{b}, c,
+                                                             ldc, accumulate, segments, offsets);
+}
+void gemm_ukernel_f64_6x8_indirect_a_segments_avx2(int64_t kc, int64_t segments,
+                                                   const double* const* a_rows,
+                                                   const int64_t* offsets, const double* b,
+                                                   double* c, int64_t ldc, bool accumulate) {
+  const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
+  gemm_f64_6x8<PointerA<double>, PackedRows<double, 8>, true>(kc, a, PackedRows<double, 8>{b}, c,
+                                                             ldc, accumulate, segments, offsets);
 }
 
 void gemm_ukernel_f32_6x16_indirect_ab_avx2(int64_t kc, const float* const* a_rows,
@@ -271,10 +320,10 @@ const IsaKernels kAvx2 = {
     "avx2",
     {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2,
      &gemm_ukernel_f32_6x16_indirect_a_avx2, &gemm_ukernel_f32_6x16_strided_a_avx2,
-     &gemm_ukernel_f32_6x16_indirect_ab_avx2},
+     &gemm_ukernel_f32_6x16_indirect_ab_avx2, &gemm_ukernel_f32_6x16_indirect_a_segments_avx2},
     {6, 8, &gemm_ukernel_f64_6x8_avx2, &gemm_ukernel_f64_6x8_indirect_avx2,
      &gemm_ukernel_f64_6x8_indirect_a_avx2, &gemm_ukernel_f64_6x8_strided_a_avx2,
-     &gemm_ukernel_f64_6x8_indirect_ab_avx2},
+     &gemm_ukernel_f64_6x8_indirect_ab_avx2, &gemm_ukernel_f64_6x8_indirect_a_segments_avx2},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &rows_correlate<float>, &flat_dots<float>, &rows_dots_9<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,

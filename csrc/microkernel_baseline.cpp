@@ -92,6 +92,17 @@ void gemm_ukernel_indirect_a_baseline(int64_t kc, const T* const* a_rows, const 
                [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
 }
 
+template <typename T>
+void gemm_ukernel_indirect_a_segments_baseline(int64_t kc, int64_t segments,
+                                               const T* const* a_rows, const int64_t* offsets,
+                                               const T* b, T* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t NR = 2 * sizeof(Vec16<T>) / sizeof(T);
+  const T* p[6] = {a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]};
+  gemm_6x2v<T>(kc * segments,
+               [&p, kc, offsets](int64_t k, int i) { return p[i] + offsets[k / kc] + k % kc; },
+               [b](int64_t k) { return b + k * NR; }, c, ldc, accumulate);
+}
+
 // Eight rows at a time: eight sequential read streams, one contiguous run written per column.
 template <typename T>
 void transpose_baseline(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
@@ -125,10 +136,10 @@ const IsaKernels kBaseline = {
     "baseline",
     {6, 8, &gemm_ukernel_baseline<float>, &gemm_ukernel_indirect_baseline<float>,
      &gemm_ukernel_indirect_a_baseline<float>, &gemm_ukernel_strided_a_baseline<float>,
-     &gemm_ukernel_indirect_ab_baseline<float>},
+     &gemm_ukernel_indirect_ab_baseline<float>, &gemm_ukernel_indirect_a_segments_baseline<float>},
     {6, 4, &gemm_ukernel_baseline<double>, &gemm_ukernel_indirect_baseline<double>,
      &gemm_ukernel_indirect_a_baseline<double>, &gemm_ukernel_strided_a_baseline<double>,
-     &gemm_ukernel_indirect_ab_baseline<double>},
+     &gemm_ukernel_indirect_ab_baseline<double>, &gemm_ukernel_indirect_a_segments_baseline<double>},
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &rows_correlate<float>, &flat_dots<float>, &rows_dots_9<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
