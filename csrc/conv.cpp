@@ -742,10 +742,12 @@ void weight_grad_pointwise(const Conv2dShape& s, const T* x, const T* dy, T* dw)
           const int64_t cols = std::min<int64_t>(nr, K - j);
           transpose(dyn + j * P + p0, P, cols, kc, panel, nr);
           if (cols < nr)
-            for (int64_t k = 0; k < kc; ++k) std::fill(panel + k * nr + cols, panel + (k + 1) * nr, T(0));
+            for (int64_t k = 0; k < kc; ++k)
+              std::fill(panel + k * nr + cols, panel + (k + 1) * nr, T(0));
           for (int64_t i0 = 0; i0 < m_pad; i0 += mr) {
             const T* a_rows[8];  // mr <= 8; rows past C repeat the last (discarded)
-            for (int i = 0; i < mr; ++i) a_rows[i] = xn + std::min<int64_t>(i0 + i, C - 1) * P + p0;
+            for (int i = 0; i < mr; ++i)
+              a_rows[i] = xn + std::min<int64_t>(i0 + i, C - 1) * P + p0;
             uk.indirect_a(kc, a_rows, panel, dwt + i0 * k_pad + j, k_pad, accumulate);
           }
         }

@@ -18,9 +18,9 @@ namespace {
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
 // Where row k of the B panel is: packed (b + k*NR) or through a pointer table.
-// segment(seg, kc, offsets): the operand from the start of segment seg of a segmented
-// product (MicroKernelIndirectASegmentsFn): kc*seg further along the reduction, except that
-// rows of A through pointers move by offsets[seg].
+// segment(seg, kc, offsets), of the two operands of the segmented kernel: the operand from
+// the start of segment seg (MicroKernelIndirectASegmentsFn): packed B kc*seg rows further on,
+// A's row pointers moved by offsets[seg].
 template <typename T, int NR>
 struct PackedRows {
   const T* b;
@@ -32,9 +32,6 @@ struct PointerRows {
   const T* const* rows;
   int64_t offset;
   const T* row(int64_t k) const { return rows[k] + offset; }
-  PointerRows segment(int64_t seg, int64_t kc, const int64_t*) const {
-    return {rows + seg * kc, offset};
-  }
 };
 
 // Where A(i, k) of the MR-row panel is: packed (a[k*MR + i]) or row i through a pointer.
@@ -42,16 +39,12 @@ template <typename T>
 struct PackedA {
   const T* a;
   const T* at(int64_t k, int i) const { return a + k * 6 + i; }
-  PackedA segment(int64_t seg, int64_t kc, const int64_t*) const { return {a + seg * kc * 6}; }
 };
 template <typename T>
 struct StridedA {
   const T* a;
   int64_t lda;
   const T* at(int64_t k, int i) const { return a + k * lda + i; }
-  StridedA segment(int64_t seg, int64_t kc, const int64_t*) const {
-    return {a + seg * kc * lda, lda};
-  }
 };
 template <typename T>
 struct PointerA {
