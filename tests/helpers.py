@@ -44,6 +44,20 @@ def assert_bitwise_equal(a, b, what=""):
     assert a.tobytes() == b.tobytes(), f"{what}: results are not bitwise identical"
 
 
+def at_thread_counts(call, counts=(1, 2, 3)):
+    """call() run at each thread count in turn (the count restored after): its results."""
+    import fastconv
+    n0 = fastconv.get_num_threads()
+    results = []
+    try:
+        for threads in counts:
+            fastconv.set_num_threads(threads)
+            results.append(call())
+    finally:
+        fastconv.set_num_threads(n0)
+    return results
+
+
 # ---------------------------------------------------------------------------
 # data / layouts
 # ---------------------------------------------------------------------------

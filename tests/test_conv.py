@@ -7,7 +7,7 @@ import pytest
 
 import fastconv
 import reference as ref
-from helpers import assert_close, fmt, rand, with_layout, LAYOUTS
+from helpers import assert_close, at_thread_counts, fmt, rand, with_layout, LAYOUTS
 
 KERNELS = [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1), (2, 2), (4, 4), (3, 5), (2, 3)]
 K_CHOICES = [1, 2, 3, 5, 8, 13, 17, 33]
@@ -600,14 +600,7 @@ def test_input_grad_image_by_image(c, dtype, isa):
     dy = rand(rng, (N,) + y_shape[1:], dtype)
     args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     want = ref.conv2d_input_grad((N, C, H, W), w, dy, **args)
-    n0 = fastconv.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            fastconv.set_num_threads(threads)
-            results.append(fastconv.conv2d_input_grad((N, C, H, W), w, dy, **args))
-    finally:
-        fastconv.set_num_threads(n0)
+    results = at_thread_counts(lambda: fastconv.conv2d_input_grad((N, C, H, W), w, dy, **args))
     assert_close(results[0], want, dtype, (K // groups) * kh * kw, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
@@ -640,14 +633,7 @@ def test_forward_parity_planes(c, dtype, isa):
     args = dict(stride=stride, padding=padding, dilation=dilation)
     want = ref.conv2d(x, w, b, **args)
     assert want.shape[3] % 16 == 0  # the path's condition, for panels of 8 and of 16
-    n0 = fastconv.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            fastconv.set_num_threads(threads)
-            results.append(fastconv.conv2d(x, w, b, **args))
-    finally:
-        fastconv.set_num_threads(n0)
+    results = at_thread_counts(lambda: fastconv.conv2d(x, w, b, **args))
     assert_close(results[0], want, dtype, C * kh * kw, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
@@ -673,14 +659,7 @@ def test_weight_grad_phase_planes(c, dtype, isa):
     assert y_shape[3] >= 64  # the path's condition
     dy = rand(rng, (N,) + y_shape[1:], dtype)
     want = ref.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
-    n0 = fastconv.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            fastconv.set_num_threads(threads)
-            results.append(fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args))
-    finally:
-        fastconv.set_num_threads(n0)
+    results = at_thread_counts(lambda: fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args))
     assert_close(results[0], want, dtype, N * y_shape[2] * y_shape[3], fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
@@ -700,14 +679,7 @@ def test_weight_grad_pointwise(c, dtype, isa):
     x = rand(rng, (N, C, H, W), dtype)
     dy = rand(rng, (N, K, H, W), dtype)
     want = ref.conv2d_weight_grad(x, (K, C, 1, 1), dy)
-    n0 = fastconv.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            fastconv.set_num_threads(threads)
-            results.append(fastconv.conv2d_weight_grad(x, (K, C, 1, 1), dy))
-    finally:
-        fastconv.set_num_threads(n0)
+    results = at_thread_counts(lambda: fastconv.conv2d_weight_grad(x, (K, C, 1, 1), dy))
     assert_close(results[0], want, dtype, N * H * W, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
