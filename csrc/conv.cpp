@@ -52,6 +52,12 @@ struct Im2col {
 
 constexpr int kMaxNR = 32;
 
+// 1x1, stride 1, no padding: col is the image itself (col[c][p] = x[c][p]).
+inline bool column_matrix_is_input(const Conv2dShape& s) {
+  return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+         s.pad_w == 0;
+}
+
 // Whether most forward B panels (nr consecutive output positions, starting at multiples of nr)
 // cross from one output row into the next, over one period of their starts modulo Wo.
 inline bool most_panels_span_rows(int64_t Wo, int nr) {
@@ -901,8 +907,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
 
   // 1x1, stride 1, no padding: the column gradient is dx itself (col2im would be a copy), so
   // the GEMM writes into dx, onto the bias where there is one.
-  const bool direct = RS == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
-                      s.pad_w == 0;
+  const bool direct = column_matrix_is_input(s);
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
   const int64_t b_size = gemm_b_block_size(uk, blk);
   // Small images: a task is one image, whose column gradient goes to the thread's own scratch
@@ -993,9 +998,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
             dw[((k * s.C + c) * s.R + r) * s.S + t] = dw2[((k * s.R + r) * s.C + c) * s.S + t];
     return;
   }
-  if (s.groups == 1 && s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-      s.pad_h == 0 && s.pad_w == 0 && s.N * P > 0)
-    return weight_grad_pointwise(s, x, dy, dw);
+  if (s.groups == 1 && column_matrix_is_input(s)) return weight_grad_pointwise(s, x, dy, dw);
   if (s.groups == 1) return weight_grad_channels_last(s, x, dy, dw);
   const MicroKernel<T> uk = active_microkernel<T>();
   const GemmBlocking blk = gemm_blocking(uk);
