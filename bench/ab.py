@@ -3,6 +3,7 @@
     python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad] [--shapes a,b] [--threads 2]
                        [--reps 15] [--dtype float32]
     python bench/ab.py OLD/_core.so NEW/_core.so maxfwd,maxbwd,avgfwd,avgbwd  (pooling shapes)
+    python bench/ab.py B/_core.so B/_core.so fwd --isa avx2,avx512  (one build's two ISAs)
 
 On a shared, noisy machine, separate runs of the benchmark differ by 10-30%; two builds loaded
 side by side (each .so keeps its own symbols) and timed call by call see the same noise. Prints
@@ -60,6 +61,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--isa", default="",
+                        help="ISA of A and B, e.g. avx2,avx512 (the same .so may be given twice)")
     parser.add_argument("--flush", action="store_true",
                         help="evict the caches before every call (write 64 MB)")
     args = parser.parse_args()
@@ -67,6 +70,9 @@ def main():
     builds = (load(args.a, "a._core"), load(args.b, "b._core"))
     for m in builds:
         m.set_num_threads(args.threads)
+    for m, isa in zip(builds, args.isa.split(",") if args.isa else ()):
+        if not m.set_isa(isa):
+            parser.error(f"--isa: {isa!r} is not available (available: {m.available_isas()})")
     rng = np.random.default_rng(0)
     passes = args.passes.split(",")
     pooling = all(ps in POOL_PASSES for ps in passes)

@@ -30,8 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure_fma_peak(threads: int) -> dict | None:
-    """Build and run fma_peak.c (AVX2+FMA): {'f32_gflops_1', 'f32_gflops_n'}, or None when it
-    cannot be built or run here (no compiler, no AVX2)."""
+    """Build and run fma_peak.c (AVX2+FMA, AVX-512F where the CPU has it): {'isa',
+    'f32_gflops_1', 'f32_gflops_n'}, or None when it cannot be built or run here (no compiler,
+    no AVX2)."""
     import shutil
     import subprocess
     import tempfile
@@ -230,7 +231,8 @@ def main(argv=None):
     # The peak of this thread count in this dtype (float64: half the lanes on the same units).
     peak = None if probe is None else probe["f32_gflops_n"] / (2 if dtype == np.float64 else 1)
     if peak is not None:
-        print(f"measured FMA peak: {probe['f32_gflops_1']:.0f} GFLOP/s float32 on 1 thread, "
+        print(f"measured FMA peak ({probe.get('isa', 'avx2')}): {probe['f32_gflops_1']:.0f} "
+              f"GFLOP/s float32 on 1 thread, "
               f"{probe['f32_gflops_n']:.0f} on {args.threads}; {args.dtype} peak here "
               f"{peak:.0f} GFLOP/s")
     context = torch.no_grad() if torch is not None else _nullcontext()

@@ -12,6 +12,11 @@ bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+bool cpu_has_avx512f() {
+  // Also checks that the OS saves the ZMM state (XGETBV).
+  __builtin_cpu_init();
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+}
 #endif
 
 struct IsaEntry {
@@ -25,6 +30,8 @@ std::vector<IsaEntry> isa_table() {
   const bool avx2 = cpu_has_avx2_fma();
   // Only take the AVX2 table's address when the CPU can run it.
   table.push_back({avx2 ? &isa_kernels_avx2() : nullptr, avx2});
+  const bool avx512 = cpu_has_avx512f();
+  table.push_back({avx512 ? &isa_kernels_avx512() : nullptr, avx512});
 #endif
   return table;
 }
@@ -86,6 +93,7 @@ std::vector<std::string> compiled_isas() {
   std::vector<std::string> names = {"baseline"};
 #ifdef FASTCONV_HAVE_AVX2
   names.emplace_back("avx2");
+  names.emplace_back("avx512");
 #endif
   return names;
 }

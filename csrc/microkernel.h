@@ -183,5 +183,7 @@ void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float
 
 const IsaKernels& isa_kernels_baseline();
 const IsaKernels& isa_kernels_avx2();  // defined only in x86 builds; call only if the CPU has AVX2+FMA
+// Defined only in x86 builds; call only if the CPU has AVX-512F (and AVX2+FMA).
+const IsaKernels& isa_kernels_avx512();
 
 }  // namespace fastconv

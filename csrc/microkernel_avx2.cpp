@@ -15,47 +15,10 @@ namespace {
 #include "plane_kernels.inc"
 #include "winograd_transforms.inc"
 
+#include "microkernel_operands.inc"
+
 // The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
 // and stores it back on every iteration.
-// Where row k of the B panel is: packed (b + k*NR) or through a pointer table.
-// segment(seg, kc, offsets), of the two operands of the segmented kernel: the operand from
-// the start of segment seg (MicroKernelIndirectASegmentsFn): packed B kc*seg rows further on,
-// A's row pointers moved by offsets[seg].
-template <typename T, int NR>
-struct PackedRows {
-  const T* b;
-  const T* row(int64_t k) const { return b + k * NR; }
-  PackedRows segment(int64_t seg, int64_t kc, const int64_t*) const { return {b + seg * kc * NR}; }
-};
-template <typename T>
-struct PointerRows {
-  const T* const* rows;
-  int64_t offset;
-  const T* row(int64_t k) const { return rows[k] + offset; }
-};
-
-// Where A(i, k) of the MR-row panel is: packed (a[k*MR + i]) or row i through a pointer.
-template <typename T>
-struct PackedA {
-  const T* a;
-  const T* at(int64_t k, int i) const { return a + k * 6 + i; }
-};
-template <typename T>
-struct StridedA {
-  const T* a;
-  int64_t lda;
-  const T* at(int64_t k, int i) const { return a + k * lda + i; }
-};
-template <typename T>
-struct PointerA {
-  const T* p[6];
-  const T* at(int64_t k, int i) const { return p[i] + k; }
-  PointerA segment(int64_t seg, int64_t, const int64_t* offsets) const {
-    const int64_t o = offsets[seg];
-    return {{p[0] + o, p[1] + o, p[2] + o, p[3] + o, p[4] + o, p[5] + o}};
-  }
-};
-
 // kSegments: the reduction is `segments` blocks of kc, each from ARows/Rows::segment (a
 // separate instantiation: a runtime branch here slowed the plain kernels by 4-8%).
 template <typename ARows, typename Rows, bool kSegments = false>
