@@ -3,7 +3,8 @@
     python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad] [--shapes a,b] [--threads 2]
                        [--reps 15] [--dtype float32]
     python bench/ab.py OLD/_core.so NEW/_core.so maxfwd,maxbwd,avgfwd,avgbwd  (pooling shapes)
-    python bench/ab.py B/_core.so B/_core.so fwd --isa avx2,avx512  (one build's two ISAs)
+    python bench/ab.py B/_core.so B2/_core.so fwd --isa avx2,avx512  (one build's two ISAs: B2
+                       a copy of B, since one file cannot be loaded twice)
 
 On a shared, noisy machine, separate runs of the benchmark differ by 10-30%; two builds loaded
 side by side (each .so keeps its own symbols) and timed call by call see the same noise. Prints

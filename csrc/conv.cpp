@@ -777,7 +777,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   if (parity_planes_preferred(s, uk.nr)) return forward_parity_planes(s, uk, x, w, bias, y);
   // Stacked rows too where the NCHW panels would be gathered (measured: a 3-channel 5x5
   // stride-2 layer 1.4 -> 1.05 ms; at stride 1, cifar_c1's in-place panels stay faster).
-  if (stacked_rows_preferred(s) && 2 * s.K >= uk.nr && forward_panels_gathered(s, uk.nr)) {
+  // The channels-last GEMMs' columns are the K output channels.
+  const MicroKernel<T> uk_cl = fitted_microkernel(uk, s.K);
+  if (stacked_rows_preferred(s) && 2 * s.K >= uk_cl.nr && forward_panels_gathered(s, uk_cl.nr)) {
     const int64_t RS = s.R * s.S;
     T* w2 = thread_scratch<T>(kScratchPartials, s.K * s.C * RS);
     for (int64_t k = 0; k < s.K; ++k)  // w2[k][r*C + c][0][t] = w[k][c][r][t]
@@ -786,9 +788,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
           for (int64_t t = 0; t < s.S; ++t)
             w2[((k * s.R + r) * s.C + c) * s.S + t] = w[((k * s.C + c) * s.R + r) * s.S + t];
     const Conv2dShape s2 = stacked_rows_shape(s);
-    return forward_channels_last(s2, uk, x, w2, bias, y, &s);
+    return forward_channels_last(s2, uk_cl, x, w2, bias, y, &s);
   }
-  if (forward_channels_last_preferred(s, uk.nr)) return forward_channels_last(s, uk, x, w, bias, y);
+  if (forward_channels_last_preferred(s, uk_cl.nr))
+    return forward_channels_last(s, uk_cl, x, w, bias, y);
   const GemmBlocking blk = gemm_blocking(uk);
 
   // Stride-1 panels within an output row are read in place, except where the window hangs
@@ -887,14 +890,15 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   if (s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && flip_pad_h >= 0 && flip_pad_w >= 0) {
     const Conv2dShape t = {s.N, s.K, s.Ho, s.Wo, s.C, s.R, s.S, s.H, s.W, 1, 1,
                            flip_pad_h, flip_pad_w, s.dil_h, s.dil_w, 1};
-    if (s.K > 0 && forward_channels_last_preferred(t, uk.nr, true)) {
+    const MicroKernel<T> uk_cl = fitted_microkernel(uk, t.K);  // columns: dx's C channels
+    if (s.K > 0 && forward_channels_last_preferred(t, uk_cl.nr, true)) {
       const int64_t RS = s.R * s.S;
       T* flipped = thread_scratch<T>(kScratchPartials, s.C * s.K * RS);
       for (int64_t c = 0; c < s.C; ++c)  // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
         for (int64_t k = 0; k < s.K; ++k)
           for (int64_t i = 0; i < RS; ++i)
             flipped[(c * s.K + k) * RS + i] = w[(k * s.C + c) * RS + RS - 1 - i];
-      return forward_channels_last(t, uk, dy, flipped, bias, dx);
+      return forward_channels_last(t, uk_cl, dy, flipped, bias, dx);
     }
   }
   const GemmBlocking blk = gemm_blocking(uk);

@@ -64,6 +64,9 @@ struct MicroKernel {
   MicroKernelStridedAFn<T> strided_a;
   MicroKernelIndirectABFn<T> indirect_ab;
   MicroKernelIndirectASegmentsFn<T> indirect_a_segments;
+  // The kernels of the next narrower ISA (NR/2), or null: for GEMMs whose columns fill at
+  // most half of this one's tile (fitted_microkernel, dispatch.h).
+  const MicroKernel<T>* half;
 };
 
 // Direct convolution of one plane (depthwise layers), per ISA so that the row loops are
@@ -179,6 +182,8 @@ struct IsaKernels {
 // Defined in pool_avx2.cpp and winograd_avx2.cpp (x86 builds only); used only through
 // isa_kernels_avx2().
 extern const PoolRowKernels kPoolRowKernelsAvx2;
+// NR = 16 (the AVX2 table) or 32 (the AVX-512 table).
+template <int NR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);
 
 const IsaKernels& isa_kernels_baseline();

@@ -152,7 +152,7 @@ void gemm_ukernel_indirect_a_segments_avx512(int64_t kc, int64_t segments, const
 }
 
 template <typename T>
-MicroKernel<T> microkernel_avx512() {
+MicroKernel<T> microkernel_avx512(const MicroKernel<T>* avx2) {
   return {6,
           kNR<T>,
           &gemm_ukernel_avx512<T>,
@@ -160,21 +160,31 @@ MicroKernel<T> microkernel_avx512() {
           &gemm_ukernel_indirect_a_avx512<T>,
           &gemm_ukernel_strided_a_avx512<T>,
           &gemm_ukernel_indirect_ab_avx512<T>,
-          &gemm_ukernel_indirect_a_segments_avx512<T>};
+          &gemm_ukernel_indirect_a_segments_avx512<T>,
+          avx2};
 }
 
+// The tile transforms of the weight gradient work on channels, not on NR lanes: AVX2's; so
+// does the float input transform of winograd_avx2.cpp, on four blocks of 8 lanes (against the
+// portable transform at 32 lanes, bench/ab.py both orders: the forward and input gradient of
+// cifar_c2 1.10-1.16x, cifar_c3 1.16-1.28x, resnet_b8 1.09-1.13x).
 template <typename T>
 WinogradKernels<T> winograd_avx512(const WinogradKernels<T>& avx2) {
-  // The tile transforms of the weight gradient work on channels, not on NR lanes: AVX2's.
   return {&winograd_input_panel<T, kNR<T>>, &winograd_output_panel<T, kNR<T>>, avx2.input_tile,
           avx2.grad_tile};
 }
+template <>
+WinogradKernels<float> winograd_avx512(const WinogradKernels<float>& avx2) {
+  return {&winograd_input_panel_f32_avx2<kNR<float>>, &winograd_output_panel<float, kNR<float>>,
+          avx2.input_tile, avx2.grad_tile};
+}
 
 IsaKernels make_table() {
-  IsaKernels table = isa_kernels_avx2();
+  const IsaKernels& avx2 = isa_kernels_avx2();
+  IsaKernels table = avx2;
   table.name = "avx512";
-  table.f32 = microkernel_avx512<float>();
-  table.f64 = microkernel_avx512<double>();
+  table.f32 = microkernel_avx512<float>(&avx2.f32);
+  table.f64 = microkernel_avx512<double>(&avx2.f64);
   table.winograd_f32 = winograd_avx512(table.winograd_f32);
   table.winograd_f64 = winograd_avx512(table.winograd_f64);
   return table;

@@ -1,9 +1,9 @@
-// Winograd F(2x2, 3x3) input transform of one panel of 16 tiles, float, AVX2 (compiled with
-// -mavx2 -mfma; reached only through the AVX2 dispatch table). Contract: input_panel in
+// Winograd F(2x2, 3x3) input transform of one panel of 16 or 32 tiles, float, AVX2 (compiled
+// with -mavx2 -mfma; reached only through the AVX2 and AVX-512 dispatch tables). Contract: input_panel in
 // microkernel.h; the math and layouts: winograd.cpp. Same values as the portable transform of
 // winograd_transforms.inc (the same additions in the same order).
 //
-// The panel's 16 lanes are two blocks of 8. Per channel, block and patch row i, the columns
+// The panel's 16 (32) lanes are two (four) blocks of 8. Per channel, block and patch row i, the columns
 // (e0, e1, e2, e3) of the block's 8 tiles are the even and odd columns of two pairs of loads
 // (columns 0..15 and 2..17 from the block's first column; shufps, then one permute back to
 // lane order); d B of the row follows at once, and B^T (d B) is formed as the rows come, so
@@ -21,7 +21,7 @@
 namespace fastconv {
 namespace {
 
-constexpr int kNR = 16, kLanes = 8, kBlocks = kNR / kLanes;
+constexpr int kLanes = 8;  // a block: one ymm of 8 tiles
 constexpr int kMaxParts = kLanes;  // runs in one block: each holds at least one of its lanes
 // Planes ahead whose rows are prefetched: a panel reads a few columns of 4 rows of every
 // channel plane, too scattered for the hardware prefetcher. With x out of the caches (as in
@@ -91,11 +91,13 @@ void block_masks(int64_t col0, int t_lo, int t_hi, int64_t W, BlockPart* part) {
 
 }  // namespace
 
+template <int kNR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v) {
+  constexpr int kBlocks = kNR / kLanes;
   const int64_t C = p.C, HW = p.H * p.W;
   // Each block's parts: the runs that hold its lanes (usually one).
   BlockPart parts[kBlocks][kMaxParts];
-  int nparts[kBlocks] = {0, 0};
+  int nparts[kBlocks] = {};
   for (int ri = 0; ri < p.nruns; ++ri) {
     const WinogradTileRun& run = p.runs[ri];
     for (int b = 0; b < kBlocks; ++b) {
@@ -154,5 +156,8 @@ void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float
     }
   }
 }
+
+template void winograd_input_panel_f32_avx2<16>(const WinogradPanel&, const float*, float*);
+template void winograd_input_panel_f32_avx2<32>(const WinogradPanel&, const float*, float*);
 
 }  // namespace fastconv

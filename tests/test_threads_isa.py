@@ -1,5 +1,6 @@
 """Thread-count and ISA controls, show_config, concurrent use from Python threads."""
 
+import platform
 import re
 
 import numpy as np
@@ -126,12 +127,13 @@ def test_set_isa_rejects_unknown(bad):
     assert fastconv.get_isa() == orig
 
 
-def test_set_isa_rejects_unsupported_known_name():
-    """'avx2' is a known name; on a CPU that cannot run it, set_isa must refuse it."""
-    if "avx2" in fastconv.available_isas():
-        pytest.skip("this CPU supports avx2")
+@pytest.mark.parametrize("name", ["avx2", "avx512"])
+def test_set_isa_rejects_unsupported_known_name(name):
+    """Known names; on a CPU that cannot run one, set_isa must refuse it."""
+    if name in fastconv.available_isas():
+        pytest.skip(f"this CPU supports {name}")
     with pytest.raises(ValueError):
-        fastconv.set_isa("avx2")
+        fastconv.set_isa(name)
 
 
 ISA_CHILD = """
@@ -166,15 +168,38 @@ def test_fastconv_isa_env(name):
 
 
 def test_default_isa_is_best_available():
-    """Without FASTCONV_ISA the fastest available path is used (avx2 when possible)."""
+    """Without FASTCONV_ISA the fastest available path is used (avx512, else avx2, when
+    possible)."""
     proc = run_child("print('ISA', fastconv.get_isa()); print('AV', fastconv.available_isas())",
                      {"FASTCONV_ISA": None})
     assert proc.returncode == 0, child_report(proc)
     isa = re.search(r"^ISA (\S+)$", proc.stdout, re.M).group(1)
-    if "avx2" in fastconv.available_isas():
-        assert isa == "avx2", child_report(proc)
-    else:
-        assert isa == "baseline", child_report(proc)
+    available = fastconv.available_isas()
+    best = next((name for name in ("avx512", "avx2") if name in available), "baseline")
+    assert isa == best, child_report(proc)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 ISAs")
+def test_available_isas_follow_the_cpu():
+    """The ISAs detected at import are exactly those the CPU's flags allow (Linux)."""
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo")
+    available = set(fastconv.available_isas())
+    avx2 = {"avx2", "fma"} <= flags
+    assert ("avx2" in available) == avx2
+    assert ("avx512" in available) == (avx2 and "avx512f" in flags)
 
 
 def _version():

@@ -18,7 +18,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 count=0
 for f in "$src"/csrc/*.cpp; do
-  case "$f" in *_avx2.cpp | */bindings.cpp) continue ;; esac
+  case "$f" in *_avx2.cpp | *_avx512.cpp | */bindings.cpp) continue ;; esac
   "$cxx" -std=c++17 -O3 -fopenmp -Wall -Wextra -Werror -c "$f" -o "$out/$(basename "$f").o"
   count=$((count + 1))
 done

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Proves that the portable (baseline) part of fastconv has no AVX instructions: builds the
 # extension's object files with the release flags and disassembles every object that is not
-# an ISA file (csrc/*_avx2.cpp). Any VEX/EVEX-encoded instruction (a v-prefixed mnemonic) or
-# ymm/zmm register there would crash the baseline path on a CPU without AVX. As a control, the
-# AVX2 objects must show them. Usage: bash tools/check_baseline_isa.sh
+# an ISA file (csrc/*_avx2.cpp, csrc/*_avx512.cpp). Any VEX/EVEX-encoded instruction (a
+# v-prefixed mnemonic) or ymm/zmm register there would crash the baseline path on a CPU without
+# AVX. As a control, the AVX2 objects must show them. Usage: bash tools/check_baseline_isa.sh
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
