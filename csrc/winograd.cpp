@@ -172,16 +172,21 @@ void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, 
 }
 
 // The weight gradient, dW = G^T (sum over tiles of (A dY A^T) (.) (B^T d B)) G.
-// Per batch chunk, x and dy are copied once into channels-last buffers (x zero-padded so that
-// tile (ti, tj) reads padded pixels 2ti..2ti+3 x 2tj..2tj+3; dy zero past Ho, Wo; channels
-// padded to C_pad and to whole vectors). Per split of the chunk's tiles (fixed ranges, one task
-// each, so the result depends only on the thread count), blocks of KT tiles are transformed
-// along the channels straight into GEMM operands whose reduction runs over the tiles, one row
-// of channels per tile and xi:
+// Tasks: fixed ranges of the batch's tiles, one per thread (so the result depends only on the
+// thread count), in one parallel region. A task copies each image it meets, x and dy, into
+// its own channels-last buffers (x zero-padded so that tile (ti, tj) reads padded pixels
+// 2ti..2ti+3 x 2tj..2tj+3; dy zero past Ho, Wo; channels padded to C_pad and to whole
+// vectors), still in its cache when the transforms read them; then blocks of KT of the
+// image's tiles are transformed along the channels straight into GEMM operands whose
+// reduction runs over the tiles, one row of channels per tile and xi:
 //   V[xi] (KT x C_pad), read as B rows through a pointer table; Z[xi] (KT x lda), read as A by
 //   the strided-A micro-kernel (A(k, t) = Z[xi][t][k])
 //   dU_split[xi] (K_pad x C_pad) += Z[xi]^T * V[xi]                           micro-kernels
-// then dW[k][c] = G^T (sum over splits, in split order, of dU[.][k][c]) G.
+// then dW[k][c] = G^T (sum over splits, in split order, of dU[.][k][c]) G. (Copies of
+// batch chunks shared by all threads, between barriers, left the threads waiting for each
+// other a sixth of the time; against them, bench/ab.py both orders at 2 threads: cifar_c2
+// 1.13-1.31x, cifar_c3 1.14-1.31x, resnet_b8 1.04-1.10x, float64 cifar_c2 1.38x, and with
+// the rows of an image split between tasks copied once, resnet_b1 1.05-1.10x.)
 template <typename T>
 void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>& uk,
                                 const WinogradKernels<T>& wk, const T* x, const T* dy, T* dw) {
@@ -192,68 +197,55 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
   // dy's channels: whole vectors; Z's rows: room for the last MR-row panel, whole vectors.
   const int64_t k_vec = round_up(K, kLanes), lda = round_up(k_pad, kLanes);
   const int64_t c_panels = c_pad / NR, k_panels = k_pad / MR;
-  const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw;
+  const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw, tiles = g.N * per_image;
   const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;  // padded input planes
   const int64_t x_image = Hp * Wp * c_pad, dy_image = 4 * per_image * k_vec;
-  // Batch chunks of about 1 MiB of copies, still in cache when the transforms read them
-  // (8 MiB chunks made cifar_c2 and resnet_b8 17-20% slower).
-  const int64_t chunk = std::clamp<int64_t>(
-      (1 << 20) / ((x_image + dy_image) * static_cast<int64_t>(sizeof(T))), 1, g.N);
   // KT: V and Z of one block about 256 KiB together (half of L2).
   const int64_t kt = std::clamp<int64_t>(
       (256 << 10) / (16 * (c_pad + lda) * static_cast<int64_t>(sizeof(T))), 16, 256);
-  const int nthreads = threads_for(32.0 * K * C * g.N * per_image, kMinFlopsPerThread,
-                                   ceil_div(chunk * per_image, kt));
+  const int nthreads = threads_for(32.0 * K * C * tiles, kMinFlopsPerThread,
+                                   ceil_div(tiles, kt));
   const int64_t splits = nthreads;
   const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * lda * kt;
-  // Per thread: V, Z and V's row pointers (rounded so that the next thread's V stays aligned).
+  // Per thread: the image copies, V, Z and V's row pointers (each rounded so that the next
+  // stays aligned).
   const int64_t pointer_elems =
       round_up(ceil_div(kt * int64_t(sizeof(T*)), int64_t(sizeof(T))), 16);
-  const int64_t per_thread = vb_size + za_size + pointer_elems;
+  const int64_t copies = round_up(x_image + dy_image, 16);
+  const int64_t per_thread = copies + vb_size + za_size + pointer_elems;
   const int64_t du_size = 16 * k_pad * c_pad;
-  T* xt = thread_scratch<T>(kScratchColumns, chunk * x_image);
-  T* dyt = thread_scratch<T>(kScratchPackedA, chunk * dy_image);
-  T* operands = thread_scratch<T>(kScratchPackedB, nthreads * per_thread);
+  T* scratch = thread_scratch<T>(kScratchPackedB, nthreads * per_thread);
   T* du = thread_scratch<T>(kScratchPartials, splits * du_size);
   std::fill(du, du + splits * du_size, T(0));
-  // Z's columns [k_vec, lda) are never written by the transform: zero, once.
-  for (int64_t r = 0; r < nthreads * 16 * kt; ++r) {
-    T* za_row = operands + (r / (16 * kt)) * per_thread + vb_size + (r % (16 * kt)) * lda;
-    std::fill(za_row + k_vec, za_row + lda, T(0));
-  }
 
-  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
-    const int64_t nb = std::min(chunk, g.N - n0), tiles = nb * per_image;
-    const int64_t rows = Hp + 2 * th;  // copy tasks per image: x rows, then dy rows
-    parallel_for(nb * rows, threads_for(double(nb) * (x_image + dy_image), 1e5, nb * rows),
-                 [&](int64_t task, int) {
-                   const int64_t nl = task / rows, row = task % rows;
-                   if (row < Hp) {
-                     channels_last_row(x + (n0 + nl) * C * g.H * g.W, C, g.H, g.W, g.pad_h,
-                                       g.pad_w, row, Wp, c_pad,
-                                       xt + nl * x_image + row * Wp * c_pad, transpose);
-                   } else {
-                     const int64_t r = row - Hp;
-                     channels_last_row(dy + (n0 + nl) * K * g.Ho * g.Wo, K, g.Ho, g.Wo,
-                                       int64_t(0), int64_t(0), r, 2 * tw, k_vec,
-                                       dyt + nl * dy_image + r * 2 * tw * k_vec, transpose);
-                   }
-                 });
-    const int64_t blocks = ceil_div(tiles, kt);
-    parallel_for(splits, nthreads, [&](int64_t split, int thread) {
-      T* vb = operands + thread * per_thread;
-      T* za = vb + vb_size;
-      const T** v_rows = reinterpret_cast<const T**>(za + za_size);
-      for (int64_t tl = 0; tl < kt; ++tl) v_rows[tl] = vb + tl * c_pad;
-      T* du_split = du + split * du_size;
-      for (int64_t b = blocks * split / splits; b < blocks * (split + 1) / splits; ++b) {
-        const int64_t first = b * kt, count = std::min(kt, tiles - first);
+  parallel_for(splits, nthreads, [&](int64_t split, int thread) {
+    T* xt = scratch + thread * per_thread;
+    T* dyt = xt + x_image;
+    T* vb = xt + copies;
+    T* za = vb + vb_size;
+    const T** v_rows = reinterpret_cast<const T**>(za + za_size);
+    for (int64_t tl = 0; tl < kt; ++tl) v_rows[tl] = vb + tl * c_pad;
+    for (int64_t r = 0; r < 16 * kt; ++r)  // Z's columns [k_vec, lda): never written
+      std::fill(za + r * lda + k_vec, za + (r + 1) * lda, T(0));
+    T* du_split = du + split * du_size;
+    const int64_t t_end = tiles * (split + 1) / splits;
+    for (int64_t t0 = tiles * split / splits; t0 < t_end;) {
+      const int64_t n = t0 / per_image, image_end = std::min(t_end, (n + 1) * per_image);
+      // Only the rows of the task's tile rows (an image split between tasks: batch 1).
+      const int64_t ti_first = (t0 % per_image) / tw, ti_last = ((image_end - 1) % per_image) / tw;
+      for (int64_t row = 2 * ti_first; row < 2 * ti_last + 4; ++row)
+        channels_last_row(x + n * C * g.H * g.W, C, g.H, g.W, g.pad_h, g.pad_w, row, Wp, c_pad,
+                          xt + row * Wp * c_pad, transpose);
+      for (int64_t r = 2 * ti_first; r < 2 * ti_last + 2; ++r)
+        channels_last_row(dy + n * K * g.Ho * g.Wo, K, g.Ho, g.Wo, int64_t(0), int64_t(0), r,
+                          2 * tw, k_vec, dyt + r * 2 * tw * k_vec, transpose);
+      for (int64_t first = t0; first < image_end; first += kt) {
+        const int64_t count = std::min(kt, image_end - first);
         for (int64_t tl = 0; tl < count; ++tl) {
-          const int64_t t = first + tl, n = t / per_image, ti = (t % per_image) / tw;
-          const int64_t tj = t % tw;
-          const T* xin = xt + n * x_image + (2 * ti * Wp + 2 * tj) * c_pad;
+          const int64_t t = (first + tl) % per_image, ti = t / tw, tj = t % tw;
+          const T* xin = xt + (2 * ti * Wp + 2 * tj) * c_pad;
           wk.input_tile(xin, Wp * c_pad, c_pad, c_pad, vb + tl * c_pad, kt * c_pad);
-          const T* din = dyt + n * dy_image + (2 * ti * 2 * tw + 2 * tj) * k_vec;
+          const T* din = dyt + (2 * ti * 2 * tw + 2 * tj) * k_vec;
           wk.grad_tile(din, 2 * tw * k_vec, k_vec, k_vec, za + tl * lda, kt * lda);
         }
         for (int xi = 0; xi < 16; ++xi)
@@ -264,8 +256,9 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
                            du_split + xi * k_pad * c_pad + kp * MR * c_pad + cp * NR, c_pad,
                            true);
       }
-    });
-  }
+      t0 = image_end;
+    }
+  });
 
   const T half = T(0.5);
   parallel_for(K, threads_for(double(K) * C * 16 * splits, 1e5, K), [&](int64_t k, int) {
