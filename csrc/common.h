@@ -90,8 +90,10 @@ class AlignedBuffer {
 // of faulting in fresh pages every time. A call takes each buffer it needs from its own slot
 // (its pointer stays valid until the same thread asks for that slot again); the parallel
 // regions of the call share them. Grows to the largest request, freed when the thread exits.
+// kScratchPhases: conv.cpp's dilation phases, which call the undilated kernels (and so every
+// other slot) while they hold it.
 enum ScratchSlot { kScratchPackedA = 0, kScratchPackedB, kScratchColumns, kScratchPartials,
-                   kScratchStacked, kScratchSlots };
+                   kScratchStacked, kScratchPhases, kScratchSlots };
 
 void* thread_scratch_bytes(ScratchSlot slot, size_t bytes);
 

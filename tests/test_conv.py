@@ -320,6 +320,58 @@ def test_large_shapes(shape, dtype, isa, algorithm):
                  dtype, N * go.shape[2] * go.shape[3], "weight_grad")
 
 
+# Dilated stride-1 layers whose padding and image are whole multiples of the dilation, with
+# enough channels for Winograd: conv.cpp splits them into the undilated phases of the rows and
+# columns (N, C, H, W, K, padding, dilation); the last has no padding, one has odd phases.
+DILATION_PHASES = [
+    (2, 16, 12, 12, 16, (2, 2), (2, 2)),
+    (3, 17, 12, 9, 20, (3, 2), (3, 1)),
+    (1, 16, 10, 14, 24, (4, 2), (2, 2)),
+    (2, 18, 9, 15, 16, (3, 3), (3, 3)),
+    (2, 16, 8, 8, 16, (0, 0), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", DILATION_PHASES, ids=lambda s: fmt(s))
+def test_dilation_phases(shape, dtype, isa, algorithm):
+    N, C, H, W, K, pad, dil = shape
+    rng = np.random.default_rng(N * C * H * W)
+    x, w, b = rand(rng, (N, C, H, W), dtype), rand(rng, (K, C, 3, 3), dtype), rand(rng, (K,), dtype)
+    p = dict(padding=pad, dilation=dil)
+    want = ref.conv2d(x, w, b, **p)
+    assert_close(fastconv.conv2d(x, w, b, **p), want, dtype, C * 9, "conv2d")
+    go = rand(rng, want.shape, dtype)
+    assert_close(fastconv.conv2d_input_grad(x.shape, w, go, **p),
+                 ref.conv2d_input_grad(x.shape, w, go, **p), dtype, K * 9, "input_grad")
+    assert_close(fastconv.conv2d_weight_grad(x, w.shape, go, **p),
+                 ref.conv2d_weight_grad(x, w.shape, go, **p), dtype,
+                 N * go.shape[2] * go.shape[3], "weight_grad")
+
+
+def test_dilation_phases_in_batch_chunks():
+    """Inputs and gradients of more than 64 MiB together go through the phases in batch
+    chunks (the weight gradient summed over them): the same results as the dilated path that
+    runs without Winograd."""
+    rng = np.random.default_rng(7)
+    x = rand(rng, (10, 64, 120, 120), np.float32)
+    w = rand(rng, (64, 64, 3, 3), np.float32)
+    p = dict(padding=2, dilation=2)
+    go = rand(rng, x.shape, np.float32)
+    got = (fastconv.conv2d(x, w, **p), fastconv.conv2d_input_grad(x.shape, w, go, **p),
+           fastconv.conv2d_weight_grad(x, w.shape, go, **p))
+    original = fastconv.get_algorithm()
+    fastconv.set_algorithm("gemm")
+    try:
+        want = (fastconv.conv2d(x, w, **p), fastconv.conv2d_input_grad(x.shape, w, go, **p),
+                fastconv.conv2d_weight_grad(x, w.shape, go, **p))
+    finally:
+        fastconv.set_algorithm(original)
+    for name, g, wnt, red in zip(("conv2d", "input_grad", "weight_grad"), got, want,
+                                 (64 * 9, 64 * 9, 9 * 120 * 120)):
+        assert_close(g, wnt, np.float32, red, name)
+
+
 # Depthwise stride-1 rows (rows_correlate): widths around the vector (8 floats, 4 doubles) and
 # the four-vector chunk (32 / 16), 3x3 (its own kernel) and other windows, channel multipliers
 # 1 and 2 (the input gradient then accumulates two planes into dx).
