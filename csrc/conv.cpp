@@ -590,7 +590,11 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
   const int64_t m_pad = round_up(K, uk.mr);
   int64_t a_size;
   const T* a_packed = pack_group_weights(w, 1, K, CRS, CRS, 1, blk, uk.mr, &a_size);
-  const int64_t col_blocks = ceil_div(P, blk.nc);
+  // Tasks: (image, block of output columns), whole images where the batch feeds the threads
+  // (as in conv2d_forward's NCHW path).
+  const int64_t block_cols =
+      round_up(ceil_div(P, ceil_div(4 * get_num_threads(), chunk)), uk.nr);
+  const int64_t col_blocks = ceil_div(P, block_cols);
   const int nthreads =
       threads_for(2.0 * chunk * K * P * CRS, kMinFlopsPerThread, chunk * col_blocks);
   const T** pointer_scratch = thread_scratch<const T*>(kScratchColumns, nthreads * blk.kc);
@@ -602,8 +606,8 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
     const int64_t nb = std::min(chunk, s.N - n0);
     phase_planes(s, x, n0, nb, 2, Hq, Wq, xq);
     parallel_for(nb * col_blocks, nthreads, [&](int64_t task, int thread) {
-      const int64_t nl = task / col_blocks, p0 = (task % col_blocks) * blk.nc;
-      const int64_t nc = std::min(blk.nc, P - p0);
+      const int64_t nl = task / col_blocks, p0 = (task % col_blocks) * block_cols;
+      const int64_t nc = std::min(block_cols, P - p0);
       const T* img = xq + nl * image;
       T* yn = y + (n0 + nl) * K * P;
       gemm_rows(
