@@ -1,12 +1,11 @@
 // AVX2+FMA micro-kernels (compiled with -mavx2 -mfma; reached only through the dispatch table
-// after CPU detection). Register budget (16 ymm): 12 accumulators, 2 B vectors, 1 broadcast.
+// after CPU detection): the tile of microkernel_tile.inc on ymm vectors, 12 accumulators,
+// 2 B vectors and a broadcast of 16 ymm registers:
 //   float : 6 x 16 tile = 6 rows x 2 ymm of 8 floats
 //   double: 6 x 8 tile  = 6 rows x 2 ymm of 4 doubles
-// Per k step: load one NR-wide row of packed B, broadcast 6 values of packed A, 12 FMAs.
 #include <immintrin.h>
 
 #include <algorithm>
-
 #include <type_traits>
 
 #include "microkernel.h"
@@ -16,183 +15,36 @@ namespace {
 
 #include "plane_kernels.inc"
 #include "winograd_transforms.inc"
-
 #include "microkernel_operands.inc"
 
-// The accumulators are named variables, not an array: GCC keeps an array of vectors in memory
-// and stores it back on every iteration.
-// kSegments: the reduction is `segments` blocks of kc, each from ARows/Rows::segment (a
-// separate instantiation: a runtime branch here slowed the plain kernels by 4-8%).
-template <typename ARows, typename Rows, bool kSegments = false>
-void gemm_f32_6x16(int64_t kc, ARows a_all, Rows b_all, float* c, int64_t ldc,
-                   bool accumulate, int64_t segments = 1, const int64_t* offsets = nullptr) {
-  constexpr bool kUnroll = std::is_same_v<ARows, PackedA<float>>;
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  // One pass over a reduction block of kc (a segment), into the accumulators.
-  const auto pass = [&](const ARows a, const Rows b_rows) __attribute__((always_inline)) {
-    const auto step = [&](int64_t k) __attribute__((always_inline)) {
-      const float* b = b_rows.row(k);
-      const __m256 b0 = _mm256_loadu_ps(b);
-      const __m256 b1 = _mm256_loadu_ps(b + 8);
-      __m256 ai = _mm256_broadcast_ss(a.at(k, 0));
-      c00 = _mm256_fmadd_ps(ai, b0, c00);
-      c01 = _mm256_fmadd_ps(ai, b1, c01);
-      ai = _mm256_broadcast_ss(a.at(k, 1));
-      c10 = _mm256_fmadd_ps(ai, b0, c10);
-      c11 = _mm256_fmadd_ps(ai, b1, c11);
-      ai = _mm256_broadcast_ss(a.at(k, 2));
-      c20 = _mm256_fmadd_ps(ai, b0, c20);
-      c21 = _mm256_fmadd_ps(ai, b1, c21);
-      ai = _mm256_broadcast_ss(a.at(k, 3));
-      c30 = _mm256_fmadd_ps(ai, b0, c30);
-      c31 = _mm256_fmadd_ps(ai, b1, c31);
-      ai = _mm256_broadcast_ss(a.at(k, 4));
-      c40 = _mm256_fmadd_ps(ai, b0, c40);
-      c41 = _mm256_fmadd_ps(ai, b1, c41);
-      ai = _mm256_broadcast_ss(a.at(k, 5));
-      c50 = _mm256_fmadd_ps(ai, b0, c50);
-      c51 = _mm256_fmadd_ps(ai, b1, c51);
-    };
-    int64_t k = 0;
-    if (kUnroll)  // packed A, B from packed or in-place panels: 6x16 tiles in L1 67 -> 78 GFLOP/s
-      for (; k + 4 <= kc; k += 4) {
-        step(k);
-        step(k + 1);
-        step(k + 2);
-        step(k + 3);
-      }
-    for (; k < kc; ++k) step(k);
-  };
-  if constexpr (kSegments)
-    for (int64_t seg = 0; seg < segments; ++seg)
-      pass(a_all.segment(seg, kc, offsets), b_all.segment(seg, kc, offsets));
-  else
-    pass(a_all, b_all);
-  const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                             {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int i = 0; i < 6; ++i) {
-    float* ci = c + i * ldc;
-    __m256 lo = rows[i][0], hi = rows[i][1];
-    if (accumulate) {
-      lo = _mm256_add_ps(_mm256_loadu_ps(ci), lo);
-      hi = _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi);
-    }
-    _mm256_storeu_ps(ci, lo);
-    _mm256_storeu_ps(ci + 8, hi);
-  }
-}
+template <typename T>
+struct Ymm;
+template <>
+struct Ymm<float> {
+  using Scalar = float;
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+};
+template <>
+struct Ymm<double> {
+  using Scalar = double;
+  using V = __m256d;
+  static constexpr int kLanes = 4;
+  static V zero() { return _mm256_setzero_pd(); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+};
 
-template <typename ARows, typename Rows, bool kSegments = false>
-void gemm_f64_6x8(int64_t kc, ARows a_all, Rows b_all, double* c, int64_t ldc,
-                  bool accumulate, int64_t segments = 1, const int64_t* offsets = nullptr) {
-  __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  const auto pass = [&](const ARows a, const Rows b_rows) __attribute__((always_inline)) {
-    for (int64_t k = 0; k < kc; ++k) {
-      const double* b = b_rows.row(k);
-      const __m256d b0 = _mm256_loadu_pd(b);
-      const __m256d b1 = _mm256_loadu_pd(b + 4);
-      __m256d ai = _mm256_broadcast_sd(a.at(k, 0));
-      c00 = _mm256_fmadd_pd(ai, b0, c00);
-      c01 = _mm256_fmadd_pd(ai, b1, c01);
-      ai = _mm256_broadcast_sd(a.at(k, 1));
-      c10 = _mm256_fmadd_pd(ai, b0, c10);
-      c11 = _mm256_fmadd_pd(ai, b1, c11);
-      ai = _mm256_broadcast_sd(a.at(k, 2));
-      c20 = _mm256_fmadd_pd(ai, b0, c20);
-      c21 = _mm256_fmadd_pd(ai, b1, c21);
-      ai = _mm256_broadcast_sd(a.at(k, 3));
-      c30 = _mm256_fmadd_pd(ai, b0, c30);
-      c31 = _mm256_fmadd_pd(ai, b1, c31);
-      ai = _mm256_broadcast_sd(a.at(k, 4));
-      c40 = _mm256_fmadd_pd(ai, b0, c40);
-      c41 = _mm256_fmadd_pd(ai, b1, c41);
-      ai = _mm256_broadcast_sd(a.at(k, 5));
-      c50 = _mm256_fmadd_pd(ai, b0, c50);
-      c51 = _mm256_fmadd_pd(ai, b1, c51);
-    }
-  };
-  if constexpr (kSegments)
-    for (int64_t seg = 0; seg < segments; ++seg)
-      pass(a_all.segment(seg, kc, offsets), b_all.segment(seg, kc, offsets));
-  else
-    pass(a_all, b_all);
-  const __m256d rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                              {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int i = 0; i < 6; ++i) {
-    double* ci = c + i * ldc;
-    __m256d lo = rows[i][0], hi = rows[i][1];
-    if (accumulate) {
-      lo = _mm256_add_pd(_mm256_loadu_pd(ci), lo);
-      hi = _mm256_add_pd(_mm256_loadu_pd(ci + 4), hi);
-    }
-    _mm256_storeu_pd(ci, lo);
-    _mm256_storeu_pd(ci + 4, hi);
-  }
-}
-
-void gemm_ukernel_f32_6x16_avx2(int64_t kc, const float* a, const float* b, float* c,
-                                int64_t ldc, bool accumulate) {
-  gemm_f32_6x16(kc, PackedA<float>{a}, PackedRows<float, 16>{b}, c, ldc, accumulate);
-}
-void gemm_ukernel_f32_6x16_indirect_avx2(int64_t kc, const float* a, const float* const* b_rows,
-                                         int64_t b_offset, float* c, int64_t ldc,
-                                         bool accumulate) {
-  gemm_f32_6x16(kc, PackedA<float>{a}, PointerRows<float>{b_rows, b_offset}, c, ldc, accumulate);
-}
-void gemm_ukernel_f64_6x8_avx2(int64_t kc, const double* a, const double* b, double* c,
-                               int64_t ldc, bool accumulate) {
-  gemm_f64_6x8(kc, PackedA<double>{a}, PackedRows<double, 8>{b}, c, ldc, accumulate);
-}
-void gemm_ukernel_f64_6x8_indirect_avx2(int64_t kc, const double* a,
-                                        const double* const* b_rows, int64_t b_offset,
-                                        double* c, int64_t ldc, bool accumulate) {
-  gemm_f64_6x8(kc, PackedA<double>{a}, PointerRows<double>{b_rows, b_offset}, c, ldc, accumulate);
-}
-
-void gemm_ukernel_f32_6x16_indirect_a_avx2(int64_t kc, const float* const* a_rows,
-                                           const float* b, float* c, int64_t ldc,
-                                           bool accumulate) {
-  const PointerA<float> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f32_6x16(kc, a, PackedRows<float, 16>{b}, c, ldc, accumulate);
-}
-void gemm_ukernel_f64_6x8_indirect_a_avx2(int64_t kc, const double* const* a_rows,
-                                          const double* b, double* c, int64_t ldc,
-                                          bool accumulate) {
-  const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f64_6x8(kc, a, PackedRows<double, 8>{b}, c, ldc, accumulate);
-}
-
-void gemm_ukernel_f32_6x16_indirect_a_segments_avx2(int64_t kc, int64_t segments,
-                                                    const float* const* a_rows,
-                                                    const int64_t* offsets, const float* b,
-                                                    float* c, int64_t ldc, bool accumulate) {
-  const PointerA<float> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f32_6x16<PointerA<float>, PackedRows<float, 16>, true>(kc, a, PackedRows<float, 16>{b}, c,
-                                                             ldc, accumulate, segments, offsets);
-}
-void gemm_ukernel_f64_6x8_indirect_a_segments_avx2(int64_t kc, int64_t segments,
-                                                   const double* const* a_rows,
-                                                   const int64_t* offsets, const double* b,
-                                                   double* c, int64_t ldc, bool accumulate) {
-  const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f64_6x8<PointerA<double>, PackedRows<double, 8>, true>(kc, a, PackedRows<double, 8>{b}, c,
-                                                             ldc, accumulate, segments, offsets);
-}
-
-void gemm_ukernel_f32_6x16_indirect_ab_avx2(int64_t kc, const float* const* a_rows,
-                                            const float* const* b_rows, int64_t b_offset,
-                                            float* c, int64_t ldc, bool accumulate) {
-  const PointerA<float> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f32_6x16(kc, a, PointerRows<float>{b_rows, b_offset}, c, ldc, accumulate);
-}
-void gemm_ukernel_f64_6x8_indirect_ab_avx2(int64_t kc, const double* const* a_rows,
-                                           const double* const* b_rows, int64_t b_offset,
-                                           double* c, int64_t ldc, bool accumulate) {
-  const PointerA<double> a = {{a_rows[0], a_rows[1], a_rows[2], a_rows[3], a_rows[4], a_rows[5]}};
-  gemm_f64_6x8(kc, a, PointerRows<double>{b_rows, b_offset}, c, ldc, accumulate);
-}
+#include "microkernel_tile.inc"
 
 // Transposes in 8x8 (float) / 4x4 (double) register blocks; the edges element by element.
 template <typename T>
@@ -282,29 +134,11 @@ void transpose_f64_avx2(const double* src, int64_t src_stride, int64_t rows, int
   transpose_edges(src, src_stride, rows, cols, rows, j_end, dst, dst_stride);
 }
 
-void gemm_ukernel_f32_6x16_strided_a_avx2(int64_t kc, const float* a, int64_t lda,
-                                          const float* const* b_rows, int64_t b_offset,
-                                          float* c, int64_t ldc, bool accumulate) {
-  gemm_f32_6x16(kc, StridedA<float>{a, lda}, PointerRows<float>{b_rows, b_offset}, c, ldc,
-                accumulate);
-}
-void gemm_ukernel_f64_6x8_strided_a_avx2(int64_t kc, const double* a, int64_t lda,
-                                         const double* const* b_rows, int64_t b_offset,
-                                         double* c, int64_t ldc, bool accumulate) {
-  gemm_f64_6x8(kc, StridedA<double>{a, lda}, PointerRows<double>{b_rows, b_offset}, c, ldc,
-               accumulate);
-}
-
-const IsaKernels kAvx2 = {
+// constexpr: filled at compile time, so that no AVX2 code runs at load on a CPU without it.
+constexpr IsaKernels kAvx2 = {
     "avx2",
-    {6, 16, &gemm_ukernel_f32_6x16_avx2, &gemm_ukernel_f32_6x16_indirect_avx2,
-     &gemm_ukernel_f32_6x16_indirect_a_avx2, &gemm_ukernel_f32_6x16_strided_a_avx2,
-     &gemm_ukernel_f32_6x16_indirect_ab_avx2, &gemm_ukernel_f32_6x16_indirect_a_segments_avx2,
-     nullptr},
-    {6, 8, &gemm_ukernel_f64_6x8_avx2, &gemm_ukernel_f64_6x8_indirect_avx2,
-     &gemm_ukernel_f64_6x8_indirect_a_avx2, &gemm_ukernel_f64_6x8_strided_a_avx2,
-     &gemm_ukernel_f64_6x8_indirect_ab_avx2, &gemm_ukernel_f64_6x8_indirect_a_segments_avx2,
-     nullptr},
+    Tile<Ymm<float>>::table(nullptr),
+    Tile<Ymm<double>>::table(nullptr),
     {&plane_forward<float>, &plane_input_grad<float>, &plane_weight_grad<float>,
      &rows_correlate<float>, &flat_dots<float>, &rows_dots_9<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
