@@ -679,10 +679,11 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
   // runs continuing across the rows and B's rows at the Wq - Wo columns between them zero
   // (row by row, cifar_c1's reductions of 32 loaded and stored a tile every 32 steps). Only
   // for finite x: the columns between the rows are multiplied by those zeros.
-  const int64_t group = s.stride_h == 1 && phases == 1 && Wo < 128 &&
-                                all_finite(x, s.N * C * s.H * s.W, x, 0)
-                            ? std::max<int64_t>(1, 256 / Wq)
-                            : 1;
+  const int64_t run_rows = 256 / Wq;  // rows of a reduction of about 256
+  const int64_t group =
+      s.stride_h == 1 && phases == 1 && run_rows > 1 && all_finite(x, s.N * C * s.H * s.W, x, 0)
+          ? run_rows
+          : 1;
   const int64_t b_rows_per_thread = (group - 1) * Wq + Wo;
   T* xq = thread_scratch<T>(kScratchStacked, chunk * image);
   T* partial = thread_scratch<T>(kScratchPartials, slices * part);
@@ -852,7 +853,7 @@ void dilation_phases_copy(T* full, int64_t n0, int64_t nb, int64_t planes, int64
   });
 }
 
-// Runs pass(sub_chunk, in_phases, out_phases) on batch chunks of the phases of `in` (in_planes
+// Runs pass(part, in_phases, out_phases) on batch chunks of the phases of `in` (in_planes
 // per image, H x W), whose own extra memory stays bounded (64 MiB, or the input's size), and
 // merges out_phases into `out` (out_planes, Ho x Wo) when out is not null.
 template <typename T, typename Pass>
@@ -872,7 +873,7 @@ void over_dilation_phases(const Conv2dShape& s, const Conv2dShape& sub, const T*
     part.N = nb * d;
     dilation_phases_copy(const_cast<T*>(in), n0, nb, in_planes, H, W, s.dil_h, s.dil_w,
                          in_phases, true);
-    pass(part, in_phases, out_phases, n0);
+    pass(part, in_phases, out_phases);
     if (out)
       dilation_phases_copy(out, n0, nb, out_planes, Ho, Wo, s.dil_h, s.dil_w, out_phases, false);
   }
@@ -885,7 +886,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   if (depthwise_preferred(s)) return depthwise_forward(s, x, w, bias, y);
   if (Conv2dShape sub; dilation_phases_preferred(s, &sub))
     return over_dilation_phases(s, sub, x, s.C, s.H, s.W, y, s.K, s.Ho, s.Wo,
-                                [&](const Conv2dShape& part, const T* xs, T* ys, int64_t) {
+                                [&](const Conv2dShape& part, const T* xs, T* ys) {
                                   conv2d_forward(part, xs, w, bias, ys);
                                 });
   if (winograd_preferred(s) && all_finite(x, s.N * s.C * s.H * s.W, w, s.K * s.C * 9))
@@ -1007,7 +1008,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   if (depthwise_preferred(s)) return depthwise_input_grad(s, w, dy, bias, dx);
   if (Conv2dShape sub; dilation_phases_preferred(s, &sub))
     return over_dilation_phases(s, sub, dy, s.K, s.Ho, s.Wo, dx, s.C, s.H, s.W,
-                                [&](const Conv2dShape& part, const T* dys, T* dxs, int64_t) {
+                                [&](const Conv2dShape& part, const T* dys, T* dxs) {
                                   conv2d_input_grad(part, w, dys, bias, dxs);
                                 });
   if (winograd_preferred(s) && all_finite(dy, s.N * s.K * s.Ho * s.Wo, w, s.K * s.C * 9))

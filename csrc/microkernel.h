@@ -180,7 +180,7 @@ struct IsaKernels {
 };
 
 // Defined in pool_avx2.cpp and winograd_avx2.cpp (x86 builds only); used only through
-// isa_kernels_avx2().
+// isa_kernels_avx2() and isa_kernels_avx512().
 extern const PoolRowKernels kPoolRowKernelsAvx2;
 // NR = 16 (the AVX2 table) or 32 (the AVX-512 table).
 template <int NR>
