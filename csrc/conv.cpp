@@ -297,30 +297,36 @@ inline void pixel_steps(const Conv2dShape& s, int64_t Wp, int64_t cs, int64_t* r
 
 // Weight gradient of an ungrouped layer as an implicit GEMM over a channels-last copy of x.
 //
-// Per batch chunk, x is copied once into xt (images x Hp x Wp pixels of C channels, zero-padded,
-// cs >= C values apart: xt pixel (ho*sh + r*dh, wo*sw + s*dw) is the input that output (ho, wo)
-// meets at tap (r, s)). The
-// GEMM's A is dy itself (K x L, L = N * P), its MR rows read in place by the micro-kernel, in
-// reduction blocks that do not cross an image. Then for every segment of dW columns
+// The reduction over L = N * P output positions is cut into `splits` fixed ranges (one per
+// thread where each gets at least kMinSplitPositions; so the result depends only on the thread
+// count). A task (split, part of dW's rows) goes through its positions in bands of output
+// rows, copying the input rows each band meets into its own channels-last buffer xt (rows of
+// Wp pixels of C channels, zero-padded, cs >= C values apart: xt pixel (ho*sh + r*dh,
+// wo*sw + s*dw), rows counted from the band's first, is the input that output (ho, wo) meets
+// at tap (r, s)) just before it reads them. The GEMM's A is dy itself (K x L), its MR rows
+// read in place by the micro-kernel, in reduction blocks that do not cross a band. For every
+// segment of dW columns
 //   undilated width (dw == 1): segment r, columns j = s*C + c    (S*C values contiguous in xt)
 //   dilated width:             segment (r, s), columns j = c
-//   dW_seg (K x width) += dy (K x L) * B (L x width),  B[l][j] = xt[pixel of l + segment][j]
+//   dW_seg (K x width) += dy (K x L_split) * B (L_split x width),
+//   B[l][j] = xt[pixel of l + segment][j]
 // the micro-kernel reads each B row in place through a row-pointer table (no packing of the
-// R*S-times larger column matrix); one pointer table per reduction block serves every column
-// panel. Tasks: (segment, group of MR-row panels), each over the whole reduction, so no
-// partial sums; their tiles go to a K_pad x width_pad buffer per segment, scattered into dW
-// at the end. Columns past width read the next values of xt (finite, discarded).
+// R*S-times larger column matrix); one pointer table per reduction block serves every segment
+// and column panel. Each split's tiles go to its own K_pad x width_pad buffer per segment; dW is
+// their sum in split order. Columns past width read the next values of xt (finite: written or
+// zeroed; discarded). (Against copies of batch chunks shared by all threads between barriers,
+// with tasks over dW's tiles: bench/ab.py both orders at 2 threads, resnet_down 1.21-1.22x,
+// LeNet's second layer 1.53-1.54x, strided layers of 3-64 channels 1.17-1.61x; float64 and
+// AVX2 alike; the stem and 1 thread unchanged.)
 template <typename T>
 void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T* dw,
                                const Conv2dShape* stacked_from = nullptr) {
-  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo;
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo, L = s.N * P;
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(isa);
   const int mr = uk.mr, nr = uk.nr;
-  // Reduction blocks of at most KC positions, within one image and as even as possible.
-  const int64_t blocks_per_image = ceil_div(P, gemm_blocking(uk).kc);
-  const int64_t KC = ceil_div(P, blocks_per_image);
+  const int64_t kc_max = gemm_blocking(uk).kc;
   const WindowLayout layout(s);
   const bool wide = layout.wide;
   // Values per pixel in xt. A B panel's rows lie one output pixel apart; where that is an even
@@ -330,7 +336,7 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   // dilated 1.02-1.06x).
   const int64_t line = 64 / static_cast<int64_t>(sizeof(T));
   const int64_t cs = (!wide || S == 1) && C % (2 * line) == 0 ? C + line : C;
-  const int64_t Hp = layout.Hp, Wp = layout.Wp, image_size = Hp * Wp * cs;
+  const int64_t Hp = layout.Hp, Wp = layout.Wp;
   const int64_t segments = layout.segments, width = layout.width;
   const int64_t width_pad = round_up(width, nr), m_pad = round_up(K, mr);
   const int64_t col_panels = width_pad / nr, row_panels = m_pad / mr;
@@ -338,71 +344,96 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
   // possible so that the tasks weigh the same.
   const int64_t row_groups = ceil_div(row_panels, 4);
   const int64_t panels_per_group = ceil_div(row_panels, row_groups);
-  const int64_t tasks = segments * row_groups;
-  const int64_t seg_size = m_pad * width_pad;
+  const int64_t seg_size = m_pad * width_pad, split_size = segments * seg_size;
 
-  // Chunk of images: xt about 1 MiB (at least one image), so that it stays in the caches
-  // while every task reads it (measured against 8 MiB: the stem 1.2x, pointwise 1.1x).
-  const int64_t chunk = std::clamp<int64_t>(
-      (1 << 20) / std::max<int64_t>(image_size * static_cast<int64_t>(sizeof(T)), 1), 1, s.N);
-  T* xt = thread_scratch<T>(kScratchColumns, chunk * image_size + nr);
-  T* acc = thread_scratch<T>(kScratchPartials, segments * seg_size);
-  const int nthreads_gemm =
-      threads_for(2.0 * s.N * P * m_pad * width_pad * segments, kMinFlopsPerThread, tasks);
-  const T** pointer_scratch = thread_scratch<const T*>(kScratchPackedB, nthreads_gemm * KC);
-  std::fill(xt + chunk * image_size, xt + chunk * image_size + nr, T(0));
+  // Splits of the reduction long enough that their partial sums cost little against their
+  // products (2 * kMinSplitPositions flops per partial value), and whose partial sums fit the
+  // memory bound; the threads left over split dW's rows (parts) instead.
+  constexpr int64_t kMinSplitPositions = 1024;
+  const int nthreads = threads_for(2.0 * L * m_pad * width_pad * segments, kMinFlopsPerThread,
+                                   ceil_div(L, kc_max) * row_groups);
+  const int64_t by_memory = std::max<int64_t>(
+      1, (int64_t(32) << 20) / (split_size * static_cast<int64_t>(sizeof(T))));
+  const int64_t splits =
+      std::clamp<int64_t>(std::min(L / kMinSplitPositions, by_memory), 1, nthreads);
+  const int64_t parts = std::min<int64_t>(ceil_div(nthreads, splits), row_groups);
+  // Bands of output rows whose input rows (band_in_rows of them) take about 256 KiB of xt,
+  // copied just before the products read them (1 MiB, 2 MiB or whole images: the same or up
+  // to 1.1x slower on the stem, resnet_down and strided layers of 16 channels).
+  constexpr int64_t kBandBytes = 256 << 10;
+  const int64_t row_size = Wp * cs;
+  const int64_t band_rows = std::clamp<int64_t>(
+      kBandBytes / (s.stride_h * row_size * static_cast<int64_t>(sizeof(T))), 1, s.Ho);
+  const int64_t band_in_rows = std::min(Hp, (band_rows - 1) * s.stride_h + (R - 1) * s.dil_h + 1);
+  const int64_t per_thread = round_up(band_in_rows * row_size + nr, 16);
+  T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
+  T* acc = thread_scratch<T>(kScratchPartials, splits * split_size);
+  const T** pointer_scratch = thread_scratch<const T*>(kScratchPackedB, nthreads * kc_max);
 
-  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-    const int64_t nb = std::min(chunk, s.N - n0);
-    // xt rows (image, padded row) of the chunk.
-    parallel_for(nb * Hp, threads_for(double(nb) * image_size, 1e5, nb * Hp),
-                 [&](int64_t task, int) {
-                   const int64_t nl = task / Hp, row = task % Hp;
-                   xt_row(s, stacked_from, x, n0 + nl, row, Wp, cs,
-                          xt + nl * image_size + row * Wp * cs, transpose);
-                 });
-    parallel_for(tasks, nthreads_gemm, [&](int64_t task, int thread) {
-      const int64_t seg = task / row_groups, group = task % row_groups;
-      const int64_t r = wide ? seg : seg / S, s0 = wide ? 0 : seg % S;
-      const int64_t seg_offset = (r * s.dil_h * Wp + s0 * s.dil_w) * cs;
-      const int64_t Wo = s.Wo;
-      int64_t row_step, pixel_step;
-      pixel_steps(s, Wp, cs, &row_step, &pixel_step);
-      const T** rows = pointer_scratch + thread * KC;
-      T* seg_acc = acc + seg * seg_size;
-      const int64_t i_begin = group * panels_per_group * mr;
-      const int64_t i_end = std::min(m_pad, i_begin + panels_per_group * mr);
-      for (int64_t nl = 0; nl < nb; ++nl) {
-        const T* image = xt + nl * image_size + seg_offset;
-        const T* dy_image = dy + (n0 + nl) * K * P;
-        for (int64_t block = 0; block < blocks_per_image; ++block) {
-          const int64_t p0 = block * P / blocks_per_image;
-          const int64_t kc = (block + 1) * P / blocks_per_image - p0;
-          pixel_pointers(image, p0, kc, Wo, row_step, pixel_step,
-                         [rows](int64_t l, const T* pixel) { rows[l] = pixel; });
-          const bool accumulate = n0 > 0 || nl > 0 || block > 0;
-          // The task's A panels: MR rows of dy read in place (rows past K repeat the last row;
-          // their sums are discarded). One B panel (kc rows in L1) against each of them.
+  parallel_for(splits * parts, nthreads, [&](int64_t task, int thread) {
+    const int64_t split = task / parts, part = task % parts;
+    const int64_t g_begin = row_groups * part / parts, g_end = row_groups * (part + 1) / parts;
+    T* xt = scratch + thread * per_thread;
+    const T** rows = pointer_scratch + thread * kc_max;
+    T* split_acc = acc + split * split_size;
+    int64_t row_step, pixel_step;
+    pixel_steps(s, Wp, cs, &row_step, &pixel_step);
+    const int64_t l_begin = L * split / splits, l_end = L * (split + 1) / splits;
+    for (int64_t l0 = l_begin; l0 < l_end;) {
+      // Outputs [p_begin, p_end) of image n: rows ho0 .. ho0 + band_rows - 1 of the band.
+      const int64_t n = l0 / P, ho0 = l0 % P / s.Wo;
+      const int64_t p_begin = l0 % P;
+      const int64_t p_end = std::min({P, l_end - n * P, (ho0 + band_rows) * s.Wo});
+      // The band's padded input rows (xt row i = padded row ho0*sh + i), then zeros for the
+      // columns past width that the last of them reads.
+      const int64_t in_rows = std::min(
+          Hp - ho0 * s.stride_h, ((p_end - 1) / s.Wo - ho0) * s.stride_h + (R - 1) * s.dil_h + 1);
+      for (int64_t i = 0; i < in_rows; ++i)
+        xt_row(s, stacked_from, x, n, ho0 * s.stride_h + i, Wp, cs, xt + i * row_size, transpose);
+      std::fill(xt + in_rows * row_size, xt + in_rows * row_size + nr, T(0));
+      const T* dy_image = dy + n * K * P;
+      // Reduction blocks of at most kc_max positions, as even as possible.
+      const int64_t blocks = ceil_div(p_end - p_begin, kc_max);
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t p0 = p_begin + block * (p_end - p_begin) / blocks;
+        const int64_t kc = p_begin + (block + 1) * (p_end - p_begin) / blocks - p0;
+        pixel_pointers(xt, p0 - ho0 * s.Wo, kc, s.Wo, row_step, pixel_step,
+                       [rows](int64_t l, const T* pixel) { rows[l] = pixel; });
+        const bool accumulate = n * P + p0 > l_begin;
+        for (int64_t group = g_begin; group < g_end; ++group) {
+          const int64_t i_begin = group * panels_per_group * mr;
+          const int64_t i_end = std::min(m_pad, i_begin + panels_per_group * mr);
+          // The group's A panels: MR rows of dy read in place (rows past K repeat the last
+          // row; their sums are discarded). One B panel (kc rows in L1) against each of them.
           const T* a_rows[4][8];  // panels_per_group <= 4, mr <= 8
           for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
             for (int i = 0; i < mr; ++i)
               a_rows[(i0 - i_begin) / mr][i] =
                   dy_image + std::min<int64_t>(i0 + i, K - 1) * P + p0;
-          for (int64_t j = 0; j < col_panels; ++j)
-            for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
-              uk.indirect_ab(kc, a_rows[(i0 - i_begin) / mr], rows, j * nr,
-                             seg_acc + i0 * width_pad + j * nr, width_pad, accumulate);
+          for (int64_t seg = 0; seg < segments; ++seg) {
+            const int64_t r = wide ? seg : seg / S, s0 = wide ? 0 : seg % S;
+            const int64_t seg_offset = (r * s.dil_h * Wp + s0 * s.dil_w) * cs;
+            T* seg_acc = split_acc + seg * seg_size;
+            for (int64_t j = 0; j < col_panels; ++j)
+              for (int64_t i0 = i_begin; i0 < i_end; i0 += mr)
+                uk.indirect_ab(kc, a_rows[(i0 - i_begin) / mr], rows, seg_offset + j * nr,
+                               seg_acc + i0 * width_pad + j * nr, width_pad, accumulate);
+          }
         }
       }
-    });
-  }
-  // dW[k][c][r][s] from the segment buffers.
-  parallel_for(K, threads_for(double(K) * C * R * S, 1e5, K), [&](int64_t k, int) {
+      l0 = n * P + p_end;
+    }
+  });
+  // dW[k][c][r][s] from the splits' segment buffers, summed in split order.
+  parallel_for(K, threads_for(double(K) * C * R * S * splits, 1e5, K), [&](int64_t k, int) {
     for (int64_t c = 0; c < C; ++c)
       for (int64_t r = 0; r < R; ++r)
         for (int64_t t = 0; t < S; ++t) {
           const int64_t seg = wide ? r : r * S + t, j = wide ? t * C + c : c;
-          dw[((k * C + c) * R + r) * S + t] = acc[seg * seg_size + k * width_pad + j];
+          const T* v = acc + seg * seg_size + k * width_pad + j;
+          T sum = v[0];
+          for (int64_t split = 1; split < splits; ++split) sum += v[split * split_size];
+          dw[((k * C + c) * R + r) * S + t] = sum;
         }
   });
 }

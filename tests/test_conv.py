@@ -740,3 +740,33 @@ def test_weight_grad_pointwise(c, dtype, isa):
     assert_close(results[0], want, dtype, N * H * W, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation
+    (3, 8, 100, 44, 17, 3, 2, 1, 1),       # L = 3300: splits end inside images at 2 threads
+    (1, 8, 140, 64, 16, 3, 2, 1, 1),       # batch 1: two splits of one image
+    (5, 2, 61, 40, 12, 5, 2, 2, 1),        # window rows stacked into the channels
+    (4, 16, 50, 50, 9, 3, 2, 1, 2),        # dilated width: a segment per tap
+    (3, 16, 30, 30, 70, 3, 2, 1, 1),       # L = 675: one split, dW's rows split instead
+], ids=lambda c: fmt(c))
+def test_weight_grad_channels_last_splits(c, dtype, isa):
+    """The channels-last weight gradient splits the batch's output positions between tasks
+    (anywhere in an image; each task copies the rows its positions meet) and sums their
+    partial dW in order; a short reduction splits dW's rows instead. Matches the reference at
+    1-4 threads, and each thread count gives the same result on every call."""
+    N, C, H, W, K, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H * W + K)
+    x = rand(rng, (N, C, H, W), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((K, C, kh, kw)), **args).shape
+    assert y_shape[3] < 64  # not the phase-plane path
+    dy = rand(rng, (N,) + y_shape[1:], dtype)
+    want = ref.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
+    call = lambda: fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
+    counts = (1, 2, 3, 4)
+    for threads, got, again in zip(counts, at_thread_counts(call, counts),
+                                   at_thread_counts(call, counts)):
+        assert_close(got, want, dtype, N * y_shape[2] * y_shape[3], f"{fmt(c)} {threads} threads")
+        np.testing.assert_array_equal(got, again)
