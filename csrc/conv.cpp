@@ -441,9 +441,13 @@ void weight_grad_channels_last(const Conv2dShape& s, const T* x, const T* dy, T*
 // Forward pass of an ungrouped layer as an implicit GEMM over a channels-last copy of x, for
 // layers whose NCHW panels would mostly be gathered (strided, dilated, narrow or few-channel).
 //
-// x is copied per batch chunk into xt (as for the weight gradient: output (ho, wo) meets tap
-// (r, s) at xt pixel (ho*sh + r*dh, wo*sw + s*dw), zero-padded). For MR consecutive output
-// pixels and NR output channels, over the same segments as the weight gradient
+// Each task copies the input rows its pixels meet into its own channels-last buffer xt (as
+// for the weight gradient: output (ho, wo) meets tap (r, s) at xt pixel (ho*sh + r*dh,
+// wo*sw + s*dw), rows counted from the task's first, zero-padded), still in its cache when it
+// reads them (against copies of batch chunks shared by all tasks, between barriers: A/B both
+// orders at 2 threads, resnet_down 1.14-1.17x, strided layers of 16-64 channels 1.2-1.34x,
+// the stem 1.06x, LeNet's second layer 1.1x; float64 and AVX2 1.1-1.3x). For MR consecutive
+// output pixels and NR output channels, over the same segments as the weight gradient
 // (window row r: columns j = s*C + c, contiguous; dilated width: (r, s), j = c):
 //   y^T tile (MR pixels x NR channels) += A (pixel rows of xt, read in place by the
 //   indirect-A micro-kernel) * B (W^T of the segment, packed once per call)
@@ -457,7 +461,7 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   const int mr = uk.mr, nr = uk.nr;  // mr <= 8
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
   const WindowLayout layout(s);
-  const int64_t Hp = layout.Hp, Wp = layout.Wp, image_size = Hp * Wp * C;
+  const int64_t Hp = layout.Hp, Wp = layout.Wp;
   const bool wide = layout.wide;
   const int64_t segments = layout.segments, width = layout.width;
   const int64_t k_panels = ceil_div(K, nr);
@@ -484,9 +488,6 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
       }
     }
 
-  const int64_t chunk = std::clamp<int64_t>(
-      (8 << 20) / std::max<int64_t>(image_size * static_cast<int64_t>(sizeof(T)), 1), 1, s.N);
-  T* xt = thread_scratch<T>(kScratchColumns, chunk * image_size);
   // Tasks of up to 64 groups of MR pixels (against 8, A/B both orders at 2 threads: the stem
   // 1.47x on AVX-512, resnet_down 1.14-1.15x, LeNet's second layer 1.11-1.14x, rows of 20
   // 1.16-1.4x; at 1 thread the stem 1.23x, the others unchanged), fewer where the batch
@@ -494,61 +495,63 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
   constexpr int64_t kGroupsPerTask = 64;
   const int64_t groups = ceil_div(P, mr);
   const int64_t groups_per_task = std::clamp<int64_t>(
-      ceil_div(groups * chunk, 4 * get_num_threads()), 1, kGroupsPerTask);
+      ceil_div(groups * s.N, 4 * get_num_threads()), 1, kGroupsPerTask);
   const int64_t blocks = ceil_div(groups, groups_per_task);
   const int nthreads = threads_for(2.0 * s.N * K * P * C * R * S, kMinFlopsPerThread,
-                                   chunk * blocks);
-  // Per thread: the task's MR-row tiles stacked (kGroupsPerTask * MR pixels x NR channels),
-  // stored into y's channel planes by one register transpose (a scalar store of each tile's
-  // transpose took a quarter of the stem's time).
-  const int64_t tile_rows = groups_per_task * mr;
-  T* tiles = thread_scratch<T>(kScratchPackedB, nthreads * tile_rows * nr);
+                                   s.N * blocks);
+  // Per thread: the input rows a task's pixels meet (at most task_in_rows), and the task's
+  // MR-row tiles stacked (kGroupsPerTask * MR pixels x NR channels), stored into y's channel
+  // planes by one register transpose (a scalar store of each tile's transpose took a quarter
+  // of the stem's time).
+  const int64_t tile_rows = groups_per_task * mr, row_size = Wp * C;
+  const int64_t task_out_rows = std::min(s.Ho, ceil_div(tile_rows, s.Wo) + 1);
+  const int64_t task_in_rows =
+      std::min(Hp, (task_out_rows - 1) * s.stride_h + (R - 1) * s.dil_h + 1);
+  const int64_t per_thread = round_up(task_in_rows * row_size + tile_rows * nr, 16);
+  T* scratch = thread_scratch<T>(kScratchColumns, nthreads * per_thread);
 
-  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-    const int64_t nb = std::min(chunk, s.N - n0);
-    parallel_for(nb * Hp, threads_for(double(nb) * image_size, 1e5, nb * Hp),
-                 [&](int64_t task, int) {
-                   const int64_t nl = task / Hp, row = task % Hp;
-                   xt_row(s, stacked_from, x, n0 + nl, row, Wp, C,
-                          xt + nl * image_size + row * Wp * C, transpose);
-                 });
-    parallel_for(nb * blocks, nthreads, [&](int64_t task, int thread) {
-      const int64_t nl = task / blocks, block = task % blocks;
-      const T* image = xt + nl * image_size;
-      T* tile = tiles + thread * tile_rows * nr;
-      T* yn = y + (n0 + nl) * K * P;
-      const int64_t g_begin = block * groups_per_task;
-      const int64_t g_end = std::min(groups, g_begin + groups_per_task);
-      const int64_t p_begin = g_begin * mr, pixels = std::min(P, g_end * mr) - p_begin;
-      // The task's pixel rows of xt, once for every panel of output channels (missing pixels
-      // of the last group repeat the group's first; measured: stem7x7 forward 1.04-1.05x).
-      const T* base[kGroupsPerTask][8];  // MR <= 8
-      int64_t row_step, pixel_step;
-      pixel_steps(s, Wp, C, &row_step, &pixel_step);
-      pixel_pointers(image, p_begin, pixels, s.Wo, row_step, pixel_step,
-                     [&base, mr](int64_t l, const T* pixel) { base[l / mr][l % mr] = pixel; });
-      for (int64_t l = pixels; l < (g_end - g_begin) * mr; ++l) base[l / mr][l % mr] = base[l / mr][0];
-      for (int64_t kp = 0; kp < k_panels; ++kp) {
-        // Runs of segments whose B panels fit in half of L1 (there while every group uses
-        // them) are summed in registers by one call per group of MR pixels (measured against
-        // a call per segment: LeNet's second layer 1.1x, dilated forward and input grad
-        // 1.02-1.10x, rows of 20 1.13-1.16x).
-        for (int64_t seg0 = 0; seg0 < segments; seg0 += segs_per_call) {
-          const int64_t n_segs = std::min(segs_per_call, segments - seg0);
-          for (int64_t group = g_begin; group < g_end; ++group)
-            uk.indirect_a_segments(width, n_segs, base[group - g_begin],
-                                   seg_offsets.data() + seg0,
-                                   b_packed + (kp * segments + seg0) * width * nr,
-                                   tile + (group * mr - p_begin) * nr, nr, seg0 > 0);
-        }
-        const int64_t k0 = kp * nr, cols = std::min<int64_t>(nr, K - k0);
-        if (bias)
-          for (int64_t i = 0; i < pixels; ++i)
-            for (int64_t l = 0; l < cols; ++l) tile[i * nr + l] += bias[k0 + l];
-        transpose(tile, nr, pixels, cols, yn + k0 * P + p_begin, P);
+  parallel_for(s.N * blocks, nthreads, [&](int64_t task, int thread) {
+    const int64_t n = task / blocks, block = task % blocks;
+    T* xt = scratch + thread * per_thread;
+    T* tile = xt + task_in_rows * row_size;
+    T* yn = y + n * K * P;
+    const int64_t g_begin = block * groups_per_task;
+    const int64_t g_end = std::min(groups, g_begin + groups_per_task);
+    const int64_t p_begin = g_begin * mr, pixels = std::min(P, g_end * mr) - p_begin;
+    // The input rows of the task's output rows ho0 .. (xt row i = padded row ho0*sh + i).
+    const int64_t ho0 = p_begin / s.Wo, ho_last = (p_begin + pixels - 1) / s.Wo;
+    const int64_t in_rows = std::min(Hp - ho0 * s.stride_h,
+                                     (ho_last - ho0) * s.stride_h + (R - 1) * s.dil_h + 1);
+    for (int64_t i = 0; i < in_rows; ++i)
+      xt_row(s, stacked_from, x, n, ho0 * s.stride_h + i, Wp, C, xt + i * row_size, transpose);
+    // The task's pixel rows of xt, once for every panel of output channels (missing pixels
+    // of the last group repeat the group's first; measured: stem7x7 forward 1.04-1.05x).
+    const T* base[kGroupsPerTask][8];  // MR <= 8
+    int64_t row_step, pixel_step;
+    pixel_steps(s, Wp, C, &row_step, &pixel_step);
+    pixel_pointers(xt, p_begin - ho0 * s.Wo, pixels, s.Wo, row_step, pixel_step,
+                   [&base, mr](int64_t l, const T* pixel) { base[l / mr][l % mr] = pixel; });
+    for (int64_t l = pixels; l < (g_end - g_begin) * mr; ++l) base[l / mr][l % mr] = base[l / mr][0];
+    for (int64_t kp = 0; kp < k_panels; ++kp) {
+      // Runs of segments whose B panels fit in half of L1 (there while every group uses
+      // them) are summed in registers by one call per group of MR pixels (measured against
+      // a call per segment: LeNet's second layer 1.1x, dilated forward and input grad
+      // 1.02-1.10x, rows of 20 1.13-1.16x).
+      for (int64_t seg0 = 0; seg0 < segments; seg0 += segs_per_call) {
+        const int64_t n_segs = std::min(segs_per_call, segments - seg0);
+        for (int64_t group = g_begin; group < g_end; ++group)
+          uk.indirect_a_segments(width, n_segs, base[group - g_begin],
+                                 seg_offsets.data() + seg0,
+                                 b_packed + (kp * segments + seg0) * width * nr,
+                                 tile + (group * mr - p_begin) * nr, nr, seg0 > 0);
       }
-    });
-  }
+      const int64_t k0 = kp * nr, cols = std::min<int64_t>(nr, K - k0);
+      if (bias)
+        for (int64_t i = 0; i < pixels; ++i)
+          for (int64_t l = 0; l < cols; ++l) tile[i * nr + l] += bias[k0 + l];
+      transpose(tile, nr, pixels, cols, yn + k0 * P + p_begin, P);
+    }
+  });
 }
 
 // Row i (padded coordinates) of the phase planes of one channel plane src (H x W): the plane
