@@ -668,22 +668,21 @@ void forward_parity_planes(const Conv2dShape& s, const MicroKernel<T>& uk, const
   }
 }
 
-// Few input channels, enough output channels to fill the micro-kernel's width, and output
-// rows long enough for its reduction: weight_grad_phase_planes (measured against the
+// Few input channels, enough output channels to fill the micro-kernel's width, stride 2 and
+// output rows long enough for its reduction: weight_grad_phase_planes (measured against the
 // channels-last path, A/B both orders: stem7x7 1.26-1.42x at 2 threads, 1.26-1.41x at 1,
-// float64 1.22-1.30x; with output rows of 32 (cifar_c1, a 3-channel 5x5 stride-2 layer)
-// 0.99-1.13x, of 20 0.89-1.02x, so those stay), and stride-1 layers with rows of 32 or more,
-// whose output rows are summed in runs (cifar_c1 1.40-1.44x at 2 threads on AVX-512 and AVX2,
-// 1.22-1.25x with the caches flushed, float64 1.30x, 1 thread 1.02-1.03x).
+// float64 1.22-1.30x; with output rows of 32 (a 3-channel 5x5 stride-2 layer) 0.99-1.13x, of
+// 20 0.89-1.02x, so those stay). Stride-1 layers (cifar_c1, rows of 32; 3-channel layers with
+// rows of 64-224) run 1.1-1.75x faster on the channels-last path since that splits its
+// reduction per thread.
 inline bool phase_planes_weight_grad_preferred(const Conv2dShape& s) {
-  return s.groups == 1 && (s.stride_w == 1 || s.stride_w == 2) && s.C < 8 && s.K >= 16 &&
-         (s.Wo >= 64 || (s.stride_h == 1 && s.stride_w == 1 && s.Wo >= 32));
+  return s.groups == 1 && s.stride_w == 2 && s.C < 8 && s.K >= 16 && s.Wo >= 64;
 }
 
-// Weight gradient of an ungrouped layer with few input channels (stride 1 or 2, any
-// dilation), transposed so that no GEMM column is padded: the channels-last path's columns
-// are window rows of S*C values (the stem's 21 padded to 32), here the columns are the K
-// output channels and the rows the C*R*S taps. Per output row (n, ho):
+// Weight gradient of an ungrouped layer with few input channels (horizontal stride 2, any
+// vertical stride and dilation), transposed so that no GEMM column is padded: the
+// channels-last path's columns are window rows of S*C values (the stem's 21 padded to 32),
+// here the columns are the K output channels and the rows the C*R*S taps. Per output row (n, ho):
 //   dW^T (CRS x K) += col_row (CRS x Wo) * dy_row^T (Wo x K)
 // where row q = (c, r, t) of col_row is a contiguous run of x's phase planes (phase_planes_row,
 // built once per batch chunk), read in place as A through row pointers, and dy_row^T is the
@@ -708,29 +707,19 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
   const int64_t rows_total = s.N * s.Ho, slices = std::min<int64_t>(rows_total, 32);
   const int nthreads = threads_for(2.0 * rows_total * Wo * m_pad * k_pad, kMinFlopsPerThread,
                                    slices);
-  // Stride 1 (one phase, consecutive output rows Wq apart in the planes): runs of `group`
-  // output rows of one image within a slice make one reduction of (group - 1)*Wq + Wo, A's
-  // runs continuing across the rows and B's rows at the Wq - Wo columns between them zero
-  // (row by row, cifar_c1's reductions of 32 loaded and stored a tile every 32 steps). Only
-  // for finite x: the columns between the rows are multiplied by those zeros.
-  const int64_t run_rows = 256 / Wq;  // rows of a reduction of about 256
-  const int64_t group =
-      s.stride_h == 1 && phases == 1 && run_rows > 1 && all_finite(x, s.N * C * s.H * s.W, x, 0)
-          ? run_rows
-          : 1;
-  const int64_t b_rows_per_thread = (group - 1) * Wq + Wo;
   T* xq = thread_scratch<T>(kScratchStacked, chunk * image);
   T* partial = thread_scratch<T>(kScratchPartials, slices * part);
-  T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * b_rows_per_thread * k_pad);
-  const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * b_rows_per_thread);
+  T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * Wo * k_pad);
+  const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * Wo);
   int64_t* tap_offsets = thread_scratch<int64_t>(kScratchPackedA, m_pad);
   for (int64_t q = 0; q < m_pad; ++q)  // rows past CRS repeat the last (discarded)
     tap_offsets[q] = phase_tap_offset(s, phases, Hq, Wq, std::min(q, CRS - 1));
   for (int thread = 0; thread < nthreads; ++thread) {
-    T* rows = dy_rows + thread * b_rows_per_thread * k_pad;
-    std::fill(rows, rows + b_rows_per_thread * k_pad, T(0));
-    for (int64_t k = 0; k < b_rows_per_thread; ++k)
-      b_pointers[thread * b_rows_per_thread + k] = rows + k * k_pad;
+    T* rows = dy_rows + thread * Wo * k_pad;
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      std::fill(rows + wo * k_pad + K, rows + (wo + 1) * k_pad, T(0));
+      b_pointers[thread * Wo + wo] = rows + wo * k_pad;
+    }
   }
 
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
@@ -741,23 +730,19 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
       const int64_t begin = std::max(rows_total * slice / slices, n0 * s.Ho);
       const int64_t end = std::min(rows_total * (slice + 1) / slices, (n0 + nb) * s.Ho);
       T* out = partial + slice * part;
-      T* rows = dy_rows + thread * b_rows_per_thread * k_pad;
-      const T* const* b_rows = b_pointers + thread * b_rows_per_thread;
-      for (int64_t row = begin; row < end;) {
+      T* rows = dy_rows + thread * Wo * k_pad;
+      const T* const* b_rows = b_pointers + thread * Wo;
+      for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / s.Ho, ho = row % s.Ho;
-        const int64_t count = std::min({group, end - row, s.Ho - ho});  // within one image
         const bool accumulate = row > rows_total * slice / slices;
-        for (int64_t i = 0; i < count; ++i)  // row ho + i's dy^T at reduction index i*Wq
-          transpose(dy + n * K * P + (ho + i) * Wo, P, K, Wo, rows + i * Wq * k_pad, k_pad);
-        const int64_t kc = (count - 1) * Wq + Wo;
+        transpose(dy + n * K * P + ho * Wo, P, K, Wo, rows, k_pad);
         const T* image_row = xq + (n - n0) * image + ho * sh * Wq;
         for (int64_t q0 = 0; q0 < m_pad; q0 += mr) {
           const T* a_rows[8];  // mr <= 8
           for (int i = 0; i < mr; ++i) a_rows[i] = image_row + tap_offsets[q0 + i];
           for (int64_t j = 0; j < k_pad; j += nr)
-            uk.indirect_ab(kc, a_rows, b_rows, j, out + q0 * k_pad + j, k_pad, accumulate);
+            uk.indirect_ab(Wo, a_rows, b_rows, j, out + q0 * k_pad + j, k_pad, accumulate);
         }
-        row += count;
       }
     });
   }
