@@ -743,6 +743,8 @@ def test_weight_grad_pointwise(c, dtype, isa):
     (1, 8, 140, 64, 16, 3, 2, 1, 1),       # batch 1: two splits of one image
     (5, 2, 61, 40, 12, 5, 2, 2, 1),        # window rows stacked into the channels
     (2, 3, 120, 32, 32, 3, 1, 1, 1),       # stride 1, stacked (cifar_c1's rows)
+    (64, 1, 28, 28, 6, 5, 1, 2, 1),        # one input channel (LeNet's first layer)
+    (4, 1, 30, 30, 5, 3, 2, 1, 1),         # one input channel, stride 2
     (4, 16, 50, 50, 9, 3, 2, 1, 2),        # dilated width: a segment per tap
     (3, 16, 30, 30, 70, 3, 2, 1, 1),       # L = 675: one split, dW's rows split instead
 ], ids=lambda c: fmt(c))
