@@ -516,6 +516,44 @@ def test_conv_transpose2d_is_input_grad(isa):
         assert_close(ct, gi.astype(np.float64), dt, 27)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [  # C, H, W, kernel, stride, padding, dilation
+    (4, 13, 17, 3, (1, 2), 1, 1),
+    (3, 20, 19, 5, (2, 3), 2, (1, 2)),
+    (2, 17, 23, (3, 5), (4, 4), (0, 2), 1),
+    (5, 11, 9, (5, 3), (3, 1), (2, 1), (2, 1)),
+], ids=lambda c: fmt(c))
+def test_depthwise_stride_phases(c, dtype, isa):
+    """Strided depthwise layers: the weight gradient (and the forward pass of windows over 9
+    taps) reads x split into its stride phases, each tap a dense run of one phase plane."""
+    C, H, W, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(C * H * W)
+    x = rand(rng, (3, C, H, W), dtype)
+    w = rand(rng, (2 * C, 1, kh, kw), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=C)
+    y = fastconv.conv2d(x, w, **args)
+    assert_close(y, ref.conv2d(x, w, **args), dtype, kh * kw, "forward")
+    dy = rand(rng, y.shape, dtype)
+    assert_close(fastconv.conv2d_weight_grad(x, w.shape, dy, **args),
+                 ref.conv2d_weight_grad(x, w.shape, dy, **args), dtype,
+                 3 * y.shape[2] * y.shape[3], "weight grad")
+
+
+def test_depthwise_stride_phases_ignore_pixels_no_window_reads(isa):
+    """An infinity in a column no window reads (stride 2, 5 taps: column 11 of 12) lies in a
+    phase plane that the flat dot products sweep; dW stays finite, as PyTorch's does."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    x[:, :, :, 11] = np.inf
+    w = rng.standard_normal((3, 1, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    got = fastconv.conv2d_weight_grad(x, w.shape, dy, stride=2, groups=3)
+    want = ref.conv2d_weight_grad(x, w.shape, dy, stride=2, groups=3)
+    assert np.isfinite(want).all()
+    assert_close(got, want, np.float32, 2 * 16, "weight grad")
+
+
 # ---------------------------------------------------------------------------
 # depthwise (one input channel per group): the direct kernels' flat stride-1 path, its row
 # path (other strides, padding beyond the kernel extent) and the chunk edges of both
