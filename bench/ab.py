@@ -28,7 +28,7 @@ import numpy as np
 from run import HERE, read_suite  # bench/run.py, beside this file
 
 # name: N, C, H, W, K, kernel, stride, padding, dilation, groups: the suite's square-kernel
-# shapes, and two more for the forward path choice.
+# shapes, and more for the choices between paths.
 SHAPES = {name: (n, c, h, w, k, r, st, p, d, g)
           for name, n, c, h, w, k, r, s, st, p, d, g in
           ((row[0], *map(int, row[1:])) for row in read_suite(HERE / "conv_suite.txt"))
@@ -40,6 +40,9 @@ SHAPES.update({
     "s2_c3_5x5": (32, 3, 64, 64, 32, 5, 2, 2, 1, 1),
     "s2_c16": (8, 16, 128, 128, 32, 3, 2, 1, 1, 1),
     "s2_c64": (8, 64, 64, 64, 128, 3, 2, 1, 1, 1),
+    # strided depthwise (MobileNet-like): the stride-phase planes of depthwise.cpp
+    "depthwise_s2": (8, 128, 56, 56, 128, 3, 2, 1, 1, 128),
+    "depthwise_s2_5x5": (8, 96, 56, 56, 96, 5, 2, 2, 1, 96),
 })
 # name: N, C, H, W, kernel, stride, padding: pool_suite.txt's shapes.
 POOL_SHAPES = {row[0]: tuple(map(int, row[1:])) for row in read_suite(HERE / "pool_suite.txt")}
