@@ -729,6 +729,19 @@ def test_forward_parity_planes(c, dtype, isa):
         np.testing.assert_array_equal(got, results[0])
 
 
+def _weight_grad_case(c, dtype):
+    """x, dy, the weight shape and the keyword arguments of a weight-gradient case
+    (N, C, H, W, K, kernel, stride, padding, dilation)."""
+    N, C, H, W, K, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H * W + K)
+    x = rand(rng, (N, C, H, W), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((K, C, kh, kw)), **args).shape
+    dy = rand(rng, (N,) + y_shape[1:], dtype)
+    return x, dy, (K, C, kh, kw), args
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation
     (2, 3, 41, 224, 16, 7, 2, 3, 1),   # the stem's geometry
@@ -740,17 +753,12 @@ def test_weight_grad_phase_planes(c, dtype, isa):
     """Few input channels, horizontal stride 2 and long output rows: the weight gradient runs
     transposed, the taps' runs of x read in place from its column-phase planes. Matches the
     reference and does not depend on the thread count (bit for bit)."""
-    N, C, H, W, K, kernel, stride, padding, dilation = c
-    kh, kw = ref.pair(kernel)
-    rng = np.random.default_rng(N * C * H * W + K)
-    x = rand(rng, (N, C, H, W), dtype)
-    args = dict(stride=stride, padding=padding, dilation=dilation)
-    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((K, C, kh, kw)), **args).shape
-    assert ref.pair(stride)[1] == 2 and y_shape[3] >= 64  # the path's condition
-    dy = rand(rng, (N,) + y_shape[1:], dtype)
-    want = ref.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
-    results = at_thread_counts(lambda: fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args))
-    assert_close(results[0], want, dtype, N * y_shape[2] * y_shape[3], fmt(c))
+    x, dy, w_shape, args = _weight_grad_case(c, dtype)
+    N, _, Ho, Wo = dy.shape
+    assert ref.pair(args["stride"])[1] == 2 and Wo >= 64  # the path's condition
+    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
+    results = at_thread_counts(lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args))
+    assert_close(results[0], want, dtype, N * Ho * Wo, fmt(c))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
 
@@ -791,18 +799,13 @@ def test_weight_grad_channels_last_splits(c, dtype, isa):
     (anywhere in an image; each task copies the rows its positions meet) and sums their
     partial dW in order; a short reduction splits dW's rows instead. Matches the reference at
     1-4 threads, and each thread count gives the same result on every call."""
-    N, C, H, W, K, kernel, stride, padding, dilation = c
-    kh, kw = ref.pair(kernel)
-    rng = np.random.default_rng(N * C * H * W + K)
-    x = rand(rng, (N, C, H, W), dtype)
-    args = dict(stride=stride, padding=padding, dilation=dilation)
-    y_shape = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((K, C, kh, kw)), **args).shape
-    assert y_shape[3] < 64  # not the phase-plane path
-    dy = rand(rng, (N,) + y_shape[1:], dtype)
-    want = ref.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
-    call = lambda: fastconv.conv2d_weight_grad(x, (K, C, kh, kw), dy, **args)
+    x, dy, w_shape, args = _weight_grad_case(c, dtype)
+    N, _, Ho, Wo = dy.shape
+    assert Wo < 64  # not the phase-plane path
+    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
+    call = lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
     counts = (1, 2, 3, 4)
     for threads, got, again in zip(counts, at_thread_counts(call, counts),
                                    at_thread_counts(call, counts)):
-        assert_close(got, want, dtype, N * y_shape[2] * y_shape[3], f"{fmt(c)} {threads} threads")
+        assert_close(got, want, dtype, N * Ho * Wo, f"{fmt(c)} {threads} threads")
         np.testing.assert_array_equal(got, again)
