@@ -572,7 +572,8 @@ void forward_channels_last(const Conv2dShape& s, const MicroKernel<T>& uk, const
     pixel_steps(s, Wp, C, &row_step, &pixel_step);
     pixel_pointers(xt, p_begin - ho0 * s.Wo, pixels, s.Wo, row_step, pixel_step,
                    [&base, mr](int64_t l, const T* pixel) { base[l / mr][l % mr] = pixel; });
-    for (int64_t l = pixels; l < (g_end - g_begin) * mr; ++l) base[l / mr][l % mr] = base[l / mr][0];
+    for (int64_t l = pixels; l < (g_end - g_begin) * mr; ++l)
+      base[l / mr][l % mr] = base[l / mr][0];
     for (int64_t kp = 0; kp < k_panels; ++kp) {
       // Runs of segments whose B panels fit in half of L1 (there while every group uses
       // them) are summed in registers by one call per group of MR pixels (measured against
@@ -723,7 +724,8 @@ inline bool phase_planes_weight_grad_preferred(const Conv2dShape& s) {
 // Weight gradient of an ungrouped layer with few input channels (horizontal stride 2, any
 // vertical stride and dilation), transposed so that no GEMM column is padded: the
 // channels-last path's columns are window rows of S*C values (the stem's 21 padded to 32),
-// here the columns are the K output channels and the rows the C*R*S taps. Per output row (n, ho):
+// here the columns are the K output channels and the rows the C*R*S taps. Per output row
+// (n, ho):
 //   dW^T (CRS x K) += col_row (CRS x Wo) * dy_row^T (Wo x K)
 // where row q = (c, r, t) of col_row is a contiguous run of x's phase planes (phase_planes_row,
 // built once per batch chunk), read in place as A through row pointers, and dy_row^T is the

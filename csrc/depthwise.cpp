@@ -8,8 +8,9 @@
 // (rows_correlate, the bias as the initial value), the weight gradient runs every tap as one
 // long flat vector (flat_dots). Strides up to 4 do the same on the padded plane split into
 // its stride phases (input_layout) for the weight gradient, and for the forward pass of
-// windows over 9 taps; the rest loops over rows (forward, input_grad, weight_grad). Each task owns whole outputs and sums in a fixed order, so the result does not
-// depend on the thread count. The loops are the ISA's PlaneKernels (plane_kernels.inc).
+// windows over 9 taps; the rest loops over rows (forward, input_grad, weight_grad). Each task
+// owns whole outputs and sums in a fixed order, so the result does not depend on the thread
+// count. The loops are the ISA's PlaneKernels (plane_kernels.inc).
 #include "depthwise.h"
 
 #include <algorithm>
