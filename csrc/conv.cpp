@@ -858,7 +858,8 @@ void weight_grad_pointwise(const Conv2dShape& s, const T* x, const T* dy, T* dw)
 //   y_ab = conv(x_ab, w, padding (pad_h/dh, pad_w/dw), dilation 1),
 // so the phases of every image, batched as images n*dh*dw + a*dw + b, take the undilated
 // layer's best path: Winograd for 3x3. The gradients split the same way (dW sums over the
-// phases as over the images). Only where the undilated layer runs Winograd. Measured against
+// phases as over the images; the weight gradient reads the phases in place, see
+// winograd_weight_grad). Only where the undilated layer runs Winograd. Measured against
 // the channels-last dilated path on the suite's dilated layer (bench/ab.py, both orders):
 // forward and input grad 1.26-1.31x, weight grad 1.36-1.43x on AVX-512, 1.31-1.59x on AVX2,
 // 1.16-1.24x in float64, 1.28-1.41x at 1 thread.
@@ -1206,29 +1207,11 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     std::fill(dw, dw + G * group_size, T(0));
     return;
   }
-  if (Conv2dShape sub; dilation_phases_preferred(s, &sub)) {
-    // The phases of x and dy by batch chunks, whose dW are summed (kernels overwrite theirs).
-    const int64_t x_image = s.C * HW, dy_image = s.K * P;
-    const int64_t bound = std::max<int64_t>(64 << 20, s.N * x_image * int64_t(sizeof(T)));
-    const int64_t chunk = std::clamp<int64_t>(
-        bound / ((x_image + dy_image) * int64_t(sizeof(T))), 1, s.N);
-    T* xs = thread_scratch<T>(kScratchPhases,
-                              chunk * (x_image + dy_image) + (chunk < s.N ? group_size : 0));
-    T* dys = xs + chunk * x_image;
-    T* chunk_dw = dys + chunk * dy_image;
-    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, s.N - n0);
-      Conv2dShape part = sub;
-      part.N = nb * s.dil_h * s.dil_w;
-      dilation_phases_copy(const_cast<T*>(x), n0, nb, s.C, s.H, s.W, s.dil_h, s.dil_w, xs, true);
-      dilation_phases_copy(const_cast<T*>(dy), n0, nb, s.K, s.Ho, s.Wo, s.dil_h, s.dil_w, dys,
-                           true);
-      conv2d_weight_grad(part, xs, dys, n0 == 0 ? dw : chunk_dw);
-      if (n0 > 0)
-        for (int64_t i = 0; i < group_size; ++i) dw[i] += chunk_dw[i];
-    }
+  // Dilated layers whose phases take Winograd: the phases are read in place from the tasks'
+  // copies of x and dy (winograd_weight_grad_tiles); a non-finite input continues to the
+  // GEMM path below.
+  if (Conv2dShape sub; dilation_phases_preferred(s, &sub) && winograd_weight_grad(s, x, dy, dw))
     return;
-  }
   if (winograd_preferred(s) && winograd_weight_grad(s, x, dy, dw)) return;
   if (phase_planes_weight_grad_preferred(s)) return weight_grad_phase_planes(s, x, dy, dw);
   if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms

@@ -187,9 +187,17 @@ void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, 
 // other a sixth of the time; against them, bench/ab.py both orders at 2 threads: cifar_c2
 // 1.13-1.31x, cifar_c3 1.14-1.31x, resnet_b8 1.04-1.10x, float64 cifar_c2 1.38x, and with
 // the rows of an image split between tasks copied once, resnet_b1 1.05-1.10x.)
+// Dilation (dh, dw): g is then the geometry of one phase (a, b) of the rows and columns,
+//   x_ab[c][i][j] = x[c][i*dh + a][j*dw + b]   (dy likewise; conv.cpp's dilation phases),
+// an image holds dh*dw phases of g's tiles, and the copies are of the image itself: a phase's
+// tile reads every dh-th row and every dw-th pixel of them, so no phase is copied out
+// (against copying x's and dy's phases out first, bench/ab.py both orders, the suite's
+// dilated layer: 1.24-1.64x, 1.15x with the caches flushed, float64 1.18-1.23x, AVX2
+// 1.18-1.25x, 1 thread 1.10-1.16x).
 template <typename T>
-void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>& uk,
-                                const WinogradKernels<T>& wk, const T* x, const T* dy, T* dw) {
+void winograd_weight_grad_tiles(const WinogradGeometry& g, int64_t dh, int64_t dw,
+                                const MicroKernel<T>& uk, const WinogradKernels<T>& wk,
+                                const T* x, const T* dy, T* dW) {
   const int MR = uk.mr, NR = uk.nr;
   constexpr int64_t kLanes = 32 / sizeof(T);  // one vector of the tile transforms
   const TransposeFn<T> transpose = IsaKernelsOf<T>::transpose(active_isa());
@@ -197,9 +205,17 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
   // dy's channels: whole vectors; Z's rows: room for the last MR-row panel, whole vectors.
   const int64_t k_vec = round_up(K, kLanes), lda = round_up(k_pad, kLanes);
   const int64_t c_panels = c_pad / NR, k_panels = k_pad / MR;
-  const int64_t th = g.tiles_h, tw = g.tiles_w, per_image = th * tw, tiles = g.N * per_image;
-  const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;  // padded input planes
-  const int64_t x_image = Hp * Wp * c_pad, dy_image = 4 * per_image * k_vec;
+  const int64_t th = g.tiles_h, tw = g.tiles_w, per_phase = th * tw;
+  const int64_t per_image = dh * dw * per_phase, tiles = g.N * per_image;
+  // The image copies, in the image's own (dilated) coordinates: x padded by dh*pad_h rows and
+  // dw*pad_w columns, Hx x Wx pixels; dy Hd x Wd pixels, zero past Ho, Wo.
+  const int64_t Hx = (2 * th + 2) * dh, Wx = (2 * tw + 2) * dw, Hd = 2 * th * dh, Wd = 2 * tw * dw;
+  const int64_t H = g.H * dh, W = g.W * dw, Ho = g.Ho * dh, Wo = g.Wo * dw;
+  const int64_t x_image = Hx * Wx * c_pad, dy_image = Hd * Wd * k_vec;
+  // Phase (a, b)'s tile (ti, tj) starts at pixel (2ti*dh + a, 2tj*dw + b) of the copies; its
+  // rows are dh rows apart, its pixels dw pixels.
+  const int64_t x_row = dh * Wx * c_pad, x_pixel = dw * c_pad;
+  const int64_t dy_row = dh * Wd * k_vec, dy_pixel = dw * k_vec;
   // KT: V and Z of one block about 256 KiB together (half of L2).
   const int64_t kt = std::clamp<int64_t>(
       (256 << 10) / (16 * (c_pad + lda) * static_cast<int64_t>(sizeof(T))), 16, 256);
@@ -207,12 +223,13 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
                                    ceil_div(tiles, kt));
   const int64_t splits = nthreads;
   const int64_t vb_size = 16 * c_pad * kt, za_size = 16 * lda * kt;
-  // Per thread: the image copies, V, Z and V's row pointers (each rounded so that the next
-  // stays aligned).
+  // Per thread: the image copies, V, Z, V's row pointers and a flag per copied row of x and
+  // of dy (each rounded so that the next stays aligned).
   const int64_t pointer_elems =
       round_up(ceil_div(kt * int64_t(sizeof(T*)), int64_t(sizeof(T))), 16);
+  const int64_t flag_elems = round_up(ceil_div(Hx + Hd, int64_t(sizeof(T))), 16);
   const int64_t copies = round_up(x_image + dy_image, 16);
-  const int64_t per_thread = copies + vb_size + za_size + pointer_elems;
+  const int64_t per_thread = copies + vb_size + za_size + pointer_elems + flag_elems;
   const int64_t du_size = 16 * k_pad * c_pad;
   T* scratch = thread_scratch<T>(kScratchPackedB, nthreads * per_thread);
   T* du = thread_scratch<T>(kScratchPartials, splits * du_size);
@@ -224,6 +241,8 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
     T* vb = xt + copies;
     T* za = vb + vb_size;
     const T** v_rows = reinterpret_cast<const T**>(za + za_size);
+    char* x_copied = reinterpret_cast<char*>(za + za_size + pointer_elems);
+    char* dy_copied = x_copied + Hx;
     for (int64_t tl = 0; tl < kt; ++tl) v_rows[tl] = vb + tl * c_pad;
     for (int64_t r = 0; r < 16 * kt; ++r)  // Z's columns [k_vec, lda): never written
       std::fill(za + r * lda + k_vec, za + (r + 1) * lda, T(0));
@@ -231,22 +250,36 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
     const int64_t t_end = tiles * (split + 1) / splits;
     for (int64_t t0 = tiles * split / splits; t0 < t_end;) {
       const int64_t n = t0 / per_image, image_end = std::min(t_end, (n + 1) * per_image);
-      // Only the rows of the task's tile rows (an image split between tasks: batch 1).
-      const int64_t ti_first = (t0 % per_image) / tw, ti_last = ((image_end - 1) % per_image) / tw;
-      for (int64_t row = 2 * ti_first; row < 2 * ti_last + 4; ++row)
-        channels_last_row(x + n * C * g.H * g.W, C, g.H, g.W, g.pad_h, g.pad_w, row, Wp, c_pad,
-                          xt + row * Wp * c_pad, transpose);
-      for (int64_t r = 2 * ti_first; r < 2 * ti_last + 2; ++r)
-        channels_last_row(dy + n * K * g.Ho * g.Wo, K, g.Ho, g.Wo, int64_t(0), int64_t(0), r,
-                          2 * tw, k_vec, dyt + r * 2 * tw * k_vec, transpose);
+      // Only the rows of the task's tiles (an image split between tasks: batch 1), each once:
+      // phase by phase, tile rows ti_first..ti_last read rows 2ti_first..2ti_last+3 of it.
+      std::fill(x_copied, x_copied + Hx + Hd, char(0));
+      for (int64_t first = t0; first < image_end;) {
+        const int64_t phase = (first % per_image) / per_phase, a = phase / dw;
+        const int64_t last = std::min(image_end, n * per_image + (phase + 1) * per_phase) - 1;
+        const int64_t ti_first = (first % per_phase) / tw, ti_last = (last % per_phase) / tw;
+        for (int64_t r = 2 * ti_first; r < 2 * ti_last + 4; ++r) {
+          const int64_t row = r * dh + a;
+          if (!x_copied[row])
+            channels_last_row(x + n * C * H * W, C, H, W, dh * g.pad_h, dw * g.pad_w, row, Wx,
+                              c_pad, xt + row * Wx * c_pad, transpose);
+          x_copied[row] = 1;
+          if (r < 2 * ti_last + 2 && !dy_copied[row])  // dy's rows of these tiles
+            channels_last_row(dy + n * K * Ho * Wo, K, Ho, Wo, int64_t(0), int64_t(0), row, Wd,
+                              k_vec, dyt + row * Wd * k_vec, transpose);
+          if (r < 2 * ti_last + 2) dy_copied[row] = 1;
+        }
+        first = last + 1;
+      }
       for (int64_t first = t0; first < image_end; first += kt) {
         const int64_t count = std::min(kt, image_end - first);
         for (int64_t tl = 0; tl < count; ++tl) {
-          const int64_t t = (first + tl) % per_image, ti = t / tw, tj = t % tw;
-          const T* xin = xt + (2 * ti * Wp + 2 * tj) * c_pad;
-          wk.input_tile(xin, Wp * c_pad, c_pad, c_pad, vb + tl * c_pad, kt * c_pad);
-          const T* din = dyt + (2 * ti * 2 * tw + 2 * tj) * k_vec;
-          wk.grad_tile(din, 2 * tw * k_vec, k_vec, k_vec, za + tl * lda, kt * lda);
+          const int64_t t = (first + tl) % per_image, phase = t / per_phase;
+          const int64_t ti = (t % per_phase) / tw, tj = t % tw;
+          const int64_t i0 = 2 * ti * dh + phase / dw, j0 = 2 * tj * dw + phase % dw;
+          wk.input_tile(xt + (i0 * Wx + j0) * c_pad, x_row, x_pixel, c_pad, vb + tl * c_pad,
+                        kt * c_pad);
+          wk.grad_tile(dyt + (i0 * Wd + j0) * k_vec, dy_row, dy_pixel, k_vec, za + tl * lda,
+                       kt * lda);
         }
         for (int xi = 0; xi < 16; ++xi)
           for (int64_t kp = 0; kp < k_panels; ++kp)
@@ -276,7 +309,7 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, const MicroKernel<T>&
         gm[1][j] = half * (m[1][j] - m[2][j]);
         gm[2][j] = half * (m[1][j] + m[2][j]) + m[3][j];
       }
-      T* out = dw + (k * C + c) * 9;
+      T* out = dW + (k * C + c) * 9;
       for (int i = 0; i < 3; ++i) {  // (G^T M) G
         out[i * 3 + 0] = gm[i][0] + half * (gm[i][1] + gm[i][2]);
         out[i * 3 + 1] = half * (gm[i][1] - gm[i][2]);
@@ -341,19 +374,22 @@ void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T*
 }
 
 template <typename T>
-bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dW) {
   if (s.K == 0 || s.C == 0) return true;
-  const WinogradGeometry g =
-      make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
+  // Dilated: the geometry of one phase (the caller checked that the dilation divides H, W
+  // and the padding).
+  const int64_t dh = s.dil_h, dw = s.dil_w;
+  const WinogradGeometry g = make_geometry(s.N, s.C, s.H / dh, s.W / dw, s.K, s.Ho / dh,
+                                           s.Wo / dw, s.pad_h / dh, s.pad_w / dw);
   if (g.N * g.tiles_h * g.tiles_w == 0) {
-    std::fill(dw, dw + s.K * s.C * 9, T(0));
+    std::fill(dW, dW + s.K * s.C * 9, T(0));
     return true;
   }
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
   const WinogradKernels<T> wk = IsaKernelsOf<T>::winograd(isa);
-  winograd_weight_grad_tiles(g, uk, wk, x, dy, dw);
-  return all_finite(dw, s.K * s.C * 9, dw, 0);
+  winograd_weight_grad_tiles(g, dh, dw, uk, wk, x, dy, dW);
+  return all_finite(dW, s.K * s.C * 9, dW, 0);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                            \

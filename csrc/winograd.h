@@ -27,7 +27,9 @@ void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T*
 
 // Returns false, with dw holding an infinity or a NaN, where x or dy did (or the sums
 // overflowed): every non-finite input reaches dW through the products, so the caller need not
-// scan x and dy first, and takes the GEMM path for the answer PyTorch gives.
+// scan x and dy first, and takes the GEMM path for the answer PyTorch gives. Also for dilated
+// layers whose dilation divides H, W and the padding (conv.cpp's dilation_phases_preferred):
+// their stride phases are undilated Winograd layers, read in place.
 template <typename T>
 bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw);
 

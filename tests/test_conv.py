@@ -349,6 +349,30 @@ def test_dilation_phases(shape, dtype, isa, algorithm):
                  N * go.shape[2] * go.shape[3], "weight_grad")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [  # N, C, H, W, K, padding, dilation
+    (1, 16, 30, 42, 16, (3, 3), (3, 3)),  # batch 1: 9 phases of 35 tiles, tasks end inside them
+    (3, 17, 24, 20, 20, (2, 2), (2, 1)),  # tasks end inside images; two row phases
+    (2, 16, 18, 24, 18, (0, 4), (1, 2)),  # no row phases, no vertical padding
+], ids=lambda s: fmt(s))
+def test_dilation_phases_weight_grad_splits(shape, dtype, isa):
+    """The dilated Winograd weight gradient reads each phase in place from its tasks' copies
+    of whole images (only the rows its tiles meet, each once, when a task starts inside an
+    image). Matches the reference at 1-4 threads, the same on every call."""
+    N, C, H, W, K, pad, dil = shape
+    rng = np.random.default_rng(N * C * H * W)
+    x, w = rand(rng, (N, C, H, W), dtype), rand(rng, (K, C, 3, 3), dtype)
+    p = dict(padding=pad, dilation=dil)
+    go = rand(rng, ref.conv2d(x, w, **p).shape, dtype)
+    want = ref.conv2d_weight_grad(x, w.shape, go, **p)
+    call = lambda: fastconv.conv2d_weight_grad(x, w.shape, go, **p)
+    counts = (1, 2, 3, 4)
+    for threads, got, again in zip(counts, at_thread_counts(call, counts),
+                                   at_thread_counts(call, counts)):
+        assert_close(got, want, dtype, N * go.shape[2] * go.shape[3], f"{threads} threads")
+        np.testing.assert_array_equal(got, again)
+
+
 def test_dilation_phases_in_batch_chunks():
     """Inputs and gradients of more than 64 MiB together go through the phases in batch
     chunks (the weight gradient summed over them): the same results as the dilated path that
