@@ -120,11 +120,21 @@ using MaxRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw,
 template <typename T>
 using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
                           int64_t c0, int64_t count, T divisor, T* y);
+// max_backward_2x2: the 2x2 blocks of one plane of the max-pool backward: output (h, l),
+//   h < Ho, l < Wo, has the block of rows 2h, 2h+1 and columns 2l, 2l+1 of dx (row length W,
+//   2*Ho <= H, 2*Wo <= W, Wo >= 4); writes those 4*Ho*Wo elements, dy where idx (flat in the plane)
+//   points and 0 elsewhere, and nothing else. Returns false, after the first row of blocks
+//   holding an index outside its block (dx then unspecified).
+template <typename T>
+using MaxBackward2x2Fn = bool (*)(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo,
+                                  int64_t W, T* dx);
 struct PoolRowKernels {
   MaxRowFn<float> max_row_f32;
   AvgRowFn<float> avg_row_f32;
   MaxRowFn<double> max_row_f64;
   AvgRowFn<double> avg_row_f64;
+  MaxBackward2x2Fn<float> max_backward_2x2_f32;
+  MaxBackward2x2Fn<double> max_backward_2x2_f64;
 };
 
 // Winograd F(2x2, 3x3) transforms of one panel of NR consecutive 2x2 output tiles (NR = the
