@@ -111,12 +111,14 @@ struct PlaneKernels {
 //   xr[i*rstep + c0 + l*sw + j*dw],  i < nrows, j < kw     (i rows of the window, then j)
 // Supported: sw 1 or 2, kw >= 2 when sw == 2; count >= 1.
 //   max_row: y[l] = max (PyTorch rule), idx[l] (if not null) = idx_base + l*sw + i*rstep + j*dw
-//            of the winning tap; needs nrows*rstep < 2^31 (float).
+//            of the winning tap; needs nrows*rstep < 2^31 (float). y[l] and idx[l] for
+//            count <= l < writable may be written too, with values the caller overwrites
+//            later (a short row then stores whole vectors instead of masked ones).
 //   avg_row: y[l] = (0 + sum of the taps in (i, j) order) / divisor.
 template <typename T>
 using MaxRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
-                          int64_t sw, int64_t c0, int64_t count, T* y, int64_t* idx,
-                          int64_t idx_base);
+                          int64_t sw, int64_t c0, int64_t count, int64_t writable, T* y,
+                          int64_t* idx, int64_t idx_base);
 template <typename T>
 using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw,
                           int64_t c0, int64_t count, T divisor, T* y);

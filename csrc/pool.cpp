@@ -175,10 +175,11 @@ AvgRowFn<T> isa_avg_row(const PoolRowKernels* isa, int64_t sw, int64_t kw) {
 
 template <typename T, bool kIdx>
 void max_row_interior(const PoolRowKernels* isa, const T* xr, int64_t nrows, int64_t rstep,
-                      int64_t kw, int64_t dw, int64_t sw, int64_t c0, int64_t count, T* y,
-                      int64_t* idx, int64_t idx_base) {
+                      int64_t kw, int64_t dw, int64_t sw, int64_t c0, int64_t count,
+                      int64_t writable, T* y, int64_t* idx, int64_t idx_base) {
   if (const MaxRowFn<T> row = isa_max_row<T>(isa, sw, kw))
-    return row(xr, nrows, rstep, kw, dw, sw, c0, count, y, kIdx ? idx : nullptr, idx_base);
+    return row(xr, nrows, rstep, kw, dw, sw, c0, count, writable, y, kIdx ? idx : nullptr,
+               idx_base);
   if (sw == 1)
     max_row_portable<T, kIdx, 1>(xr, nrows, rstep, kw, dw, 1, c0, count, y, idx, idx_base);
   else if (sw == 2)
@@ -208,16 +209,19 @@ void max_pool_rows(const Pool2dShape& s, const PoolRowKernels* isa, const T* x, 
     const bool fast = nrows > 0 && wb > wa &&
                       (sizeof(T) != 4 || nrows * rstep <= std::numeric_limits<int32_t>::max());
     const int64_t ia = fast ? wa : s.Wo, ib = fast ? wb : s.Wo;
+    if (fast) {
+      // The interior first: a short row's vector may run on into this row's right edge and
+      // the rows after it in [ho_begin, ho_end), all written after it.
+      const int64_t first_ih = ih0 + i_lo * s.dil_h;
+      const int64_t c0 = wa * sw - pw;
+      max_row_interior<T, kIdx>(isa, x + first_ih * s.W, nrows, rstep, s.kw, s.dil_w, sw, c0,
+                                wb - wa, (ho_end - ho) * s.Wo - wa, yrow + wa,
+                                kIdx ? irow + wa : nullptr, first_ih * s.W + c0);
+    }
     for (int64_t wo = 0; wo < ia; ++wo)
       max_one(s, x, ih0, i_lo, i_hi, wo, yrow + wo, kIdx ? irow + wo : nullptr);
     for (int64_t wo = ib; wo < s.Wo; ++wo)
       max_one(s, x, ih0, i_lo, i_hi, wo, yrow + wo, kIdx ? irow + wo : nullptr);
-    if (!fast) continue;
-    const int64_t first_ih = ih0 + i_lo * s.dil_h;
-    const int64_t c0 = wa * sw - pw;
-    max_row_interior<T, kIdx>(isa, x + first_ih * s.W, nrows, rstep, s.kw, s.dil_w, sw, c0,
-                              wb - wa, yrow + wa, kIdx ? irow + wa : nullptr,
-                              first_ih * s.W + c0);
   }
 }
 

@@ -210,13 +210,15 @@ void max_row_avx2(const T* xr, int64_t nrows, int64_t rstep, int64_t kw_rt, int6
   }
 }
 
-// Rows shorter than a vector (count < L): one block as above, with masked loads and stores.
-// LeNet's second pool (64x16x10x10, 5 outputs a row, one thread, float) took 0.56 ms as
-// branchy scalar code, 0.24 ms with the comparisons in SSE registers one output at a time,
-// and 0.16 ms this way.
+// Rows shorter than a vector (count < L): one block as above, with masked loads and, unless
+// the caller lets the row's vector run on into outputs it writes later (writable >= L),
+// masked stores. LeNet's second pool (64x16x10x10, 5 outputs a row, one thread, float) took
+// 0.56 ms as branchy scalar code, 0.24 ms with the comparisons in SSE registers one output at
+// a time, and 0.16 ms this way with masked stores (vmaskmovps stores are slow on AMD).
 template <typename T, int SW>
 void max_row_short_avx2(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw,
-                        int64_t c0, int64_t count, T* y, int64_t* idx, int64_t idx_base) {
+                        int64_t c0, int64_t count, int64_t writable, T* y, int64_t* idx,
+                        int64_t idx_base) {
   using A = Avx2<T>;
   const ShortRowMasks masks = short_row_masks<T, SW>(count);
   const auto load = [&masks](const T* q, bool even) {
@@ -224,18 +226,22 @@ void max_row_short_avx2(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, i
   };
   typename A::V cur, code;
   max_block<T>(xr + c0, nrows, rstep, kw, dw, load, &cur, &code);
-  A::maskstore(y, masks.store, unshuffle<T, SW>(cur));
-  if (idx) A::store_indices(unshuffle<T, SW>(code), idx_base, SW, count, idx);
+  const bool whole = writable >= A::kLanes;
+  if (whole)
+    A::store(y, unshuffle<T, SW>(cur));
+  else
+    A::maskstore(y, masks.store, unshuffle<T, SW>(cur));
+  if (idx) A::store_indices(unshuffle<T, SW>(code), idx_base, SW, whole ? A::kLanes : count, idx);
 }
 
 template <typename T>
 void max_row(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t sw,
-             int64_t c0, int64_t count, T* y, int64_t* idx, int64_t idx_base) {
+             int64_t c0, int64_t count, int64_t writable, T* y, int64_t* idx, int64_t idx_base) {
   if (count < Avx2<T>::kLanes) {
     if (sw == 1)
-      max_row_short_avx2<T, 1>(xr, nrows, rstep, kw, dw, c0, count, y, idx, idx_base);
+      max_row_short_avx2<T, 1>(xr, nrows, rstep, kw, dw, c0, count, writable, y, idx, idx_base);
     else
-      max_row_short_avx2<T, 2>(xr, nrows, rstep, kw, dw, c0, count, y, idx, idx_base);
+      max_row_short_avx2<T, 2>(xr, nrows, rstep, kw, dw, c0, count, writable, y, idx, idx_base);
   } else if (sw == 1) {
     if (kw == 3)
       max_row_avx2<T, 1, 3>(xr, nrows, rstep, 3, dw, c0, count, y, idx, idx_base);
