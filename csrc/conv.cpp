@@ -3,8 +3,9 @@
 // Ungrouped layers go other ways where those are faster: strided, dilated or narrow forward
 // passes and most weight gradients over a channels-last copy of x (forward_channels_last,
 // weight_grad_channels_last); stride-2 forward passes with few channels in place from x's
-// column-phase planes (forward_parity_planes); the weight gradients of few-channel layers with
-// long output rows and of 1x1 layers transposed, dW^T = col * dy^T (weight_grad_phase_planes,
+// column-phase planes (forward_parity_planes); 1x1 forward passes image by image on matmul's
+// packed GEMM (forward_pointwise); the weight gradients of few-channel layers with long output
+// rows and of 1x1 layers transposed, dW^T = col * dy^T (weight_grad_phase_planes,
 // weight_grad_pointwise).
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
@@ -30,6 +31,7 @@
 #include "depthwise.h"
 #include "dispatch.h"
 #include "gemm.h"
+#include "matmul.h"
 #include "threading.h"
 #include "winograd.h"
 
@@ -942,6 +944,26 @@ void over_dilation_phases(const Conv2dShape& s, const Conv2dShape& sub, const T*
   }
 }
 
+// Forward pass of an ungrouped 1x1 layer (stride 1, no padding): per image the matrix product
+//   y_n (K x P) = W (K x C) * x_n (C x P)
+// on matmul's packed GEMM, whose B panels are packed copies: the NCHW path's panels, read in
+// place, take their 16 columns from C rows one plane apart (128 rows 3 KiB apart span more
+// pages than the L1 TLB holds) for every tile of W again.
+template <typename T>
+void forward_pointwise(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t P = s.Ho * s.Wo;
+  const MatmulShape m{s.K, P, s.C, s.C, 1, P, 1};
+  for (int64_t n = 0; n < s.N; ++n) {
+    T* yn = y + n * s.K * P;
+    matmul(m, w, x + n * s.C * P, yn);
+    if (bias)
+      parallel_for(s.K, threads_for(double(s.K) * P, 1e5, s.K), [&](int64_t k, int) {
+        T* row = yn + k * P;
+        for (int64_t j = 0; j < P; ++j) row[j] += bias[k];
+      });
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -976,6 +998,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   }
   if (forward_channels_last_preferred(s, uk_cl.nr))
     return forward_channels_last(s, uk_cl, x, w, bias, y);
+  if (G == 1 && column_matrix_is_input(s)) return forward_pointwise(s, x, w, bias, y);
   const GemmBlocking blk = gemm_blocking(uk);
 
   // Stride-1 panels within an output row are read in place, except where the window hangs
