@@ -197,6 +197,10 @@ extern const PoolRowKernels kPoolRowKernelsAvx2;
 // NR = 16 (the AVX2 table) or 32 (the AVX-512 table).
 template <int NR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);
+// NR = 16 (the AVX2 table).
+template <int NR>
+void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
+                                    int64_t k0, int64_t kn, const float* bias, float* y);
 
 const IsaKernels& isa_kernels_baseline();
 const IsaKernels& isa_kernels_avx2();  // defined only in x86 builds; call only if the CPU has AVX2+FMA

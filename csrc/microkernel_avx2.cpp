@@ -143,7 +143,7 @@ constexpr IsaKernels kAvx2 = {
      &rows_correlate<float>, &flat_dots<float>, &rows_dots_9<float>},
     {&plane_forward<double>, &plane_input_grad<double>, &plane_weight_grad<double>,
      &rows_correlate<double>, &flat_dots<double>, &rows_dots_9<double>},
-    {&winograd_input_panel_f32_avx2<16>, &winograd_output_panel<float, 16>,
+    {&winograd_input_panel_f32_avx2<16>, &winograd_output_panel_f32_avx2<16>,
      &winograd_input_tile_cl<float>, &winograd_grad_tile_cl<float>},
     {&winograd_input_panel<double, 8>, &winograd_output_panel<double, 8>,
      &winograd_input_tile_cl<double>, &winograd_grad_tile_cl<double>},

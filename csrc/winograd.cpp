@@ -16,8 +16,9 @@
 //     for each xi < 16: M[xi] (chunk x NR) = U[xi] (packed A, chunk x C) * V[xi]   micro-kernels
 //     Y = A^T M A for the chunk, stored (with the bias) into the 2x2 tiles of y
 // V of one panel stays in L1/L2; the packed U (16 * K * C) is read from L2 by every panel.
-// The transforms are winograd_transforms.inc's, except AVX2's float input transform
-// (winograd_avx2.cpp: d B kept in registers, masked loads at the padding).
+// The transforms are winograd_transforms.inc's, except AVX2's float input and output transforms
+// (winograd_avx2.cpp: d B kept in registers, masked loads at the padding; whole blocks of
+// output tiles stored from registers).
 // The weight gradient (winograd_weight_grad_tiles) transforms channels-last copies of x and dy
 // instead, so that its 16 GEMMs reduce over the tiles.
 #include "winograd.h"

@@ -1,14 +1,16 @@
-// Winograd F(2x2, 3x3) input transform of one panel of 16 or 32 tiles, float, AVX2 (compiled
-// with -mavx2 -mfma; reached only through the AVX2 and AVX-512 dispatch tables). Contract: input_panel in
-// microkernel.h; the math and layouts: winograd.cpp. Same values as the portable transform of
-// winograd_transforms.inc (the same additions in the same order).
+// Winograd F(2x2, 3x3) input transform of one panel of 16 or 32 tiles, and output transform of
+// one panel of 16, float, AVX2 (compiled with -mavx2 -mfma; reached only through the AVX2 and
+// AVX-512 dispatch tables, the output transform only through AVX2's). Contract: input_panel
+// and output_panel in microkernel.h; the math and layouts: winograd.cpp. Same values as the
+// portable transforms of winograd_transforms.inc (the same additions in the same order).
 //
-// The panel's 16 (32) lanes are two (four) blocks of 8. Per channel, block and patch row i, the columns
-// (e0, e1, e2, e3) of the block's 8 tiles are the even and odd columns of two pairs of loads
-// (columns 0..15 and 2..17 from the block's first column; shufps, then one permute back to
-// lane order); d B of the row follows at once, and B^T (d B) is formed as the rows come, so
-// that d B never leaves the registers (the portable transform stores it and reads it back,
-// and handles the tiles over the padding one scalar at a time: a third of cifar_c2's forward).
+// Input: the panel's 16 (32) lanes are two (four) blocks of 8. Per channel, block and patch
+// row i, the columns (e0, e1, e2, e3) of the block's 8 tiles are the even and odd columns of
+// two pairs of loads (columns 0..15 and 2..17 from the block's first column; shufps, then one
+// permute back to lane order); d B of the row follows at once, and B^T (d B) is formed as the
+// rows come, so that d B never leaves the registers (the portable transform stores it and
+// reads it back, and handles the tiles over the padding one scalar at a time: a third of
+// cifar_c2's forward).
 // A block that lies over the padding, ends the image's rows, or holds tiles of two runs uses
 // masked loads that read only the columns its tiles need inside the image, then keeps only
 // its own lanes of each run.
@@ -159,5 +161,89 @@ void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float
 
 template void winograd_input_panel_f32_avx2<16>(const WinogradPanel&, const float*, float*);
 template void winograd_input_panel_f32_avx2<32>(const WinogradPanel&, const float*, float*);
+
+// Output transform, per output channel and block of 8 tiles: A^T M A in registers (the
+// portable transform's additions in its order, so the same values); a block of 8 whole tiles
+// of one run over two output rows (cifar_c2's, cifar_c3's and resnet_b8's panels) stores its
+// tiles' columns interleaved (unpack, then a permute across the halves) as 4 rows of 16
+// values, any other block lane by lane from the stack, as the portable transform does (odd
+// Ho / Wo: the last tile row / column keeps only its first row / column).
+template <int kNR>
+void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
+                                    int64_t k0, int64_t kn, const float* bias, float* y) {
+  constexpr int kBlocks = kNR / kLanes;
+  const int64_t P = p.Ho * p.Wo;
+  // Per block: its run if one run of whole tiles in two rows covers it, else null.
+  const WinogradTileRun* whole[kBlocks];
+  for (int blk = 0; blk < kBlocks; ++blk) {
+    whole[blk] = nullptr;
+    for (int ri = 0; ri < p.nruns; ++ri) {
+      const WinogradTileRun& run = p.runs[ri];
+      const int first = blk * kLanes - run.lane;  // the block's first lane within the run
+      if (first < 0 || first + kLanes > run.len) continue;
+      const int64_t last_column = 2 * (run.tj0 + first + kLanes - 1) + 1;
+      if (2 * run.ti + 1 < p.Ho && last_column < p.Wo) whole[blk] = &run;
+    }
+  }
+  for (int64_t kl = 0; kl < kn; ++kl) {
+    const int64_t k = k0 + kl;
+    const __m256 b = _mm256_set1_ps(bias ? bias[k] : 0.0f);
+    for (int blk = 0; blk < kBlocks; ++blk) {
+      const float* mb = m + kl * kNR + blk * kLanes;
+      __m256 a0[4], a1[4];  // A^T M
+      for (int j = 0; j < 4; ++j) {
+        const __m256 m0 = _mm256_loadu_ps(mb + (0 * 4 + j) * m_stride);
+        const __m256 m1 = _mm256_loadu_ps(mb + (1 * 4 + j) * m_stride);
+        const __m256 m2 = _mm256_loadu_ps(mb + (2 * 4 + j) * m_stride);
+        const __m256 m3 = _mm256_loadu_ps(mb + (3 * 4 + j) * m_stride);
+        a0[j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+        a1[j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+      }
+      // (A^T M) A: the tiles' left and right columns of output rows 0 and 1
+      __m256 left[2], right[2];
+      for (int r = 0; r < 2; ++r) {
+        const __m256* a = r == 0 ? a0 : a1;
+        left[r] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), a[2]), b);
+        right[r] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[1], a[2]), a[3]), b);
+      }
+      if (const WinogradTileRun* run = whole[blk]) {
+        const int64_t tile = run->tj0 + blk * kLanes - run->lane;
+        float* row0 = y + (run->n * p.K + k) * P + 2 * run->ti * p.Wo + 2 * tile;
+        for (int r = 0; r < 2; ++r) {
+          const __m256 lo = _mm256_unpacklo_ps(left[r], right[r]);  // tiles 0, 1 | 4, 5
+          const __m256 hi = _mm256_unpackhi_ps(left[r], right[r]);  // tiles 2, 3 | 6, 7
+          _mm256_storeu_ps(row0 + r * p.Wo, _mm256_permute2f128_ps(lo, hi, 0x20));
+          _mm256_storeu_ps(row0 + r * p.Wo + kLanes, _mm256_permute2f128_ps(lo, hi, 0x31));
+        }
+        continue;
+      }
+      alignas(32) float values[2][2][kLanes];  // [row][column][lane]
+      for (int r = 0; r < 2; ++r) {
+        _mm256_store_ps(values[r][0], left[r]);
+        _mm256_store_ps(values[r][1], right[r]);
+      }
+      for (int ri = 0; ri < p.nruns; ++ri) {
+        const WinogradTileRun& run = p.runs[ri];
+        const int lo = run.lane > blk * kLanes ? run.lane : blk * kLanes;
+        const int hi = run.lane + run.len < (blk + 1) * kLanes ? run.lane + run.len
+                                                                : (blk + 1) * kLanes;
+        const int64_t oh = 2 * run.ti;
+        float* plane = y + (run.n * p.K + k) * P;
+        for (int l = lo; l < hi; ++l) {
+          const int64_t ow = 2 * (run.tj0 + l - run.lane);
+          const int u = l - blk * kLanes;
+          for (int r = 0; r < 2 && oh + r < p.Ho; ++r) {
+            float* row = plane + (oh + r) * p.Wo;
+            row[ow] = values[r][0][u];
+            if (ow + 1 < p.Wo) row[ow + 1] = values[r][1][u];
+          }
+        }
+      }
+    }
+  }
+}
+
+template void winograd_output_panel_f32_avx2<16>(const WinogradPanel&, const float*, int64_t,
+                                                 int64_t, int64_t, const float*, float*);
 
 }  // namespace fastconv
