@@ -521,9 +521,9 @@ bool max_backward_scatter(int64_t HW, int64_t P, const T* dy, const int64_t* idx
 // told the pool's geometry, so this is a property of the indices, checked as it goes: false
 // (dx unspecified) after the first row of blocks holding an index outside its block (the
 // caller scatters), which costs other geometries one row. Used for rows of >= 8 outputs
-// (A/B against the scatter, AVX2 on Zen 3: 32x32 planes 1.7-2.1x, LeNet's 28x28 1.1-1.2x,
-// its 10x10 0.5x); portable code for it measured 0.45-0.77x of the scatter (branch-free
-// scalar), so an ISA without the kernel always scatters.
+// (A/B against the scatter, AVX2 on Zen 3: 32x32 planes 1.67-2.2x, LeNet's 28x28 1.4-1.6x;
+// rows of 5, its 10x10 planes, 0.5x); portable code for it measured 0.45-0.77x of the scatter
+// (branch-free scalar), so an ISA without the kernel always scatters.
 template <typename T>
 bool max_backward_disjoint_2x2(MaxBackward2x2Fn<T> blocks, int64_t H, int64_t W, int64_t Ho,
                                int64_t Wo, const T* dy, const int64_t* idx, T* dx) {
@@ -567,7 +567,8 @@ bool max_pool2d_backward(const Pool2dShape& s, const T* dy, const int64_t* indic
     const T* d = dy + plane * P;
     const int64_t* i = indices + plane * P;
     if (try_blocks.load(std::memory_order_relaxed)) {
-      if (max_backward_disjoint_2x2(blocks, s.H, s.W, s.Ho, s.Wo, d, i, dx + plane * HW)) return;
+      if (max_backward_disjoint_2x2(blocks, s.H, s.W, s.Ho, s.Wo, d, i, dx + plane * HW))
+        return;
       try_blocks.store(false, std::memory_order_relaxed);
     }
     if (!max_backward_scatter(HW, P, d, i, dx + plane * HW))

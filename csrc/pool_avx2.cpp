@@ -13,8 +13,8 @@
 //   int64 index = base + code is formed once per block. avg: 0 + taps in order, then one
 //   division.
 // The last block is shifted back to end at `count` (a few outputs are computed twice, alike);
-// rows shorter than L outputs are one block with masked loads and stores. No loads outside the
-// taps' columns.
+// rows shorter than L outputs are one block with masked loads and stores (whole stores where
+// the caller allows them to run on). No loads outside the taps' columns.
 // max backward of 2x2 blocks, 4 outputs a step: their int64 indices minus the blocks' first
 // elements, compared with 0, 1, W, W+1, give 4 lane masks, interleaved into the masks of the
 // 8 elements of each of the two rows; dy, each value doubled, is stored under them (and).
@@ -23,7 +23,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-
 #include <cstdint>
 
 #include "microkernel.h"
@@ -231,7 +230,8 @@ void max_row_short_avx2(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, i
     A::store(y, unshuffle<T, SW>(cur));
   else
     A::maskstore(y, masks.store, unshuffle<T, SW>(cur));
-  if (idx) A::store_indices(unshuffle<T, SW>(code), idx_base, SW, whole ? A::kLanes : count, idx);
+  if (idx)
+    A::store_indices(unshuffle<T, SW>(code), idx_base, SW, whole ? A::kLanes : count, idx);
 }
 
 template <typename T>
