@@ -345,6 +345,26 @@ def test_max_pool_backward_2x2_windows(hw, dtype, isa):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_max_pool_backward_large_streamed(dtype, isa):
+    """A gradient of 16 MiB or more is built plane by plane in scratch and streamed into dx
+    (non-temporal stores): the same values as the scatter (np.add.at, duplicates summed in
+    output order), every element of an `out` full of NaN written, the unaligned start of an
+    odd-sized plane included."""
+    N, C, H, W = (8, 33, 127, 127) if dtype == np.float32 else (4, 33, 127, 127)
+    assert N * C * H * W * np.dtype(dtype).itemsize >= 16 << 20
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    _, idx = fastconv.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    go = rng.standard_normal(idx.shape).astype(dtype)
+    out = np.full(x.shape, np.nan, dtype)
+    got = fastconv.max_pool2d_backward(go, idx, x.shape, out=out)
+    want = np.zeros((N * C, H * W), dtype)
+    planes = np.repeat(np.arange(N * C), idx[0, 0].size)
+    np.add.at(want, (planes, idx.reshape(-1)), go.reshape(-1))
+    np.testing.assert_array_equal(got, want.reshape(x.shape))
+
+
 def test_max_pool_backward_accumulates_overlaps(isa):
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 10.0             # the maximum of every 2x2 stride-1 window
