@@ -295,15 +295,26 @@ void winograd_weight_grad_tiles(const WinogradGeometry& g, int64_t dh, int64_t d
   });
 
   const T half = T(0.5);
+  // The splits' sums of row k of each dU[xi] are added along the channels, in blocks, into
+  // m_rows (the 16 rows of one (k, split) are 4 * k_pad * c_pad bytes apart, so that summing
+  // them channel by channel kept 32 lines of one L1 set in use: 9% of resnet_b1's weight
+  // gradient at 2 threads), then transformed channel by channel.
+  constexpr int64_t kBlock = 64;
   parallel_for(K, threads_for(double(K) * C * 16 * splits, 1e5, K), [&](int64_t k, int) {
+    T m_rows[16][kBlock];
     for (int64_t c = 0; c < C; ++c) {
-      T m[4][4];
-      for (int xi = 0; xi < 16; ++xi) {
-        T sum = du[xi * k_pad * c_pad + k * c_pad + c];
-        for (int64_t sp = 1; sp < splits; ++sp)
-          sum += du[sp * du_size + xi * k_pad * c_pad + k * c_pad + c];
-        m[xi / 4][xi % 4] = sum;
+      const int64_t cb = c % kBlock;
+      if (cb == 0) {
+        const int64_t width = std::min(kBlock, C - c);
+        for (int xi = 0; xi < 16; ++xi) {
+          const T* row = du + xi * k_pad * c_pad + k * c_pad + c;
+          std::copy(row, row + width, m_rows[xi]);
+          for (int64_t sp = 1; sp < splits; ++sp)
+            for (int64_t j = 0; j < width; ++j) m_rows[xi][j] += row[sp * du_size + j];
+        }
       }
+      T m[4][4];
+      for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = m_rows[xi][cb];
       T gm[3][4];  // G^T M, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]
       for (int j = 0; j < 4; ++j) {
         gm[0][j] = m[0][j] + half * (m[1][j] + m[2][j]);
