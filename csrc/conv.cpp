@@ -754,6 +754,8 @@ inline bool phase_planes_weight_grad_preferred(const Conv2dShape& s) {
 // read as B. Tasks: fixed slices of the N*Ho output rows (their number depends on the shape
 // only), each summing into its own dW^T; the slices are added in order, so the result does
 // not depend on the thread count.
+constexpr int64_t kMaxPhasePlanesK = 256;  // dW^T's columns summed at once
+
 template <typename T>
 void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int64_t C = s.C, K = s.K, R = s.R, S = s.S, Wo = s.Wo, P = s.Ho * Wo, CRS = C * R * S;
@@ -773,16 +775,20 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
                                    slices);
   T* xq = thread_scratch<T>(kScratchStacked, chunk * image);
   T* partial = thread_scratch<T>(kScratchPartials, slices * part);
-  T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * Wo * k_pad);
-  const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * Wo);
+  // dy's rows are transposed kRowsPerTranspose output rows at a time: each of dy's K runs is
+  // then that many rows long (1 at a time, the transposes' loads missed most of the time).
+  constexpr int64_t kRowsPerTranspose = 4;
+  const int64_t batch_cols = kRowsPerTranspose * Wo;
+  T* dy_rows = thread_scratch<T>(kScratchPackedB, nthreads * batch_cols * k_pad);
+  const T** b_pointers = thread_scratch<const T*>(kScratchColumns, nthreads * batch_cols);
   int64_t* tap_offsets = thread_scratch<int64_t>(kScratchPackedA, m_pad);
   for (int64_t q = 0; q < m_pad; ++q)  // rows past CRS repeat the last (discarded)
     tap_offsets[q] = phase_tap_offset(s, phases, Hq, Wq, std::min(q, CRS - 1));
   for (int thread = 0; thread < nthreads; ++thread) {
-    T* rows = dy_rows + thread * Wo * k_pad;
-    for (int64_t wo = 0; wo < Wo; ++wo) {
-      std::fill(rows + wo * k_pad + K, rows + (wo + 1) * k_pad, T(0));
-      b_pointers[thread * Wo + wo] = rows + wo * k_pad;
+    T* rows = dy_rows + thread * batch_cols * k_pad;
+    for (int64_t l = 0; l < batch_cols; ++l) {
+      std::fill(rows + l * k_pad + K, rows + (l + 1) * k_pad, T(0));
+      b_pointers[thread * batch_cols + l] = rows + l * k_pad;
     }
   }
 
@@ -794,28 +800,39 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
       const int64_t begin = std::max(rows_total * slice / slices, n0 * s.Ho);
       const int64_t end = std::min(rows_total * (slice + 1) / slices, (n0 + nb) * s.Ho);
       T* out = partial + slice * part;
-      T* rows = dy_rows + thread * Wo * k_pad;
-      const T* const* b_rows = b_pointers + thread * Wo;
-      for (int64_t row = begin; row < end; ++row) {
+      T* rows = dy_rows + thread * batch_cols * k_pad;
+      for (int64_t row = begin; row < end;) {
+        // Rows row .. row + batch - 1 of one image.
         const int64_t n = row / s.Ho, ho = row % s.Ho;
-        const bool accumulate = row > rows_total * slice / slices;
-        transpose(dy + n * K * P + ho * Wo, P, K, Wo, rows, k_pad);
-        const T* image_row = xq + (n - n0) * image + ho * sh * Wq;
-        for (int64_t q0 = 0; q0 < m_pad; q0 += mr) {
-          const T* a_rows[8];  // mr <= 8
-          for (int i = 0; i < mr; ++i) a_rows[i] = image_row + tap_offsets[q0 + i];
-          for (int64_t j = 0; j < k_pad; j += nr)
-            uk.indirect_ab(Wo, a_rows, b_rows, j, out + q0 * k_pad + j, k_pad, accumulate);
+        const int64_t batch = std::min({kRowsPerTranspose, end - row, s.Ho - ho});
+        transpose(dy + n * K * P + ho * Wo, P, K, batch * Wo, rows, k_pad);
+        for (int64_t b = 0; b < batch; ++b) {
+          const bool accumulate = row + b > rows_total * slice / slices;
+          const T* image_row = xq + (n - n0) * image + (ho + b) * sh * Wq;
+          const T* const* b_rows = b_pointers + thread * batch_cols + b * Wo;
+          for (int64_t q0 = 0; q0 < m_pad; q0 += mr) {
+            const T* a_rows[8];  // mr <= 8
+            for (int i = 0; i < mr; ++i) a_rows[i] = image_row + tap_offsets[q0 + i];
+            for (int64_t j = 0; j < k_pad; j += nr)
+              uk.indirect_ab(Wo, a_rows, b_rows, j, out + q0 * k_pad + j, k_pad, accumulate);
+          }
         }
+        row += batch;
       }
     });
   }
-  // dw[k][q] = sum over the slices, in order, of dW^T[q][k].
-  parallel_for(K, threads_for(double(K) * CRS * slices, 1e5, K), [&](int64_t k, int) {
-    for (int64_t q = 0; q < CRS; ++q) {
-      T sum = partial[q * k_pad + k];
-      for (int64_t sl = 1; sl < slices; ++sl) sum += partial[sl * part + q * k_pad + k];
-      dw[k * CRS + q] = sum;
+  // dw[k][q] = sum over the slices, in order, of dW^T[q][k]: row q of every slice's dW^T
+  // summed along k (down dW^T's columns, every load was on another line: 2% of the stem's
+  // weight gradient).
+  parallel_for(CRS, threads_for(double(K) * CRS * slices, 1e5, CRS), [&](int64_t q, int) {
+    T sums[kMaxPhasePlanesK];
+    for (int64_t k0 = 0; k0 < K; k0 += kMaxPhasePlanesK) {
+      const int64_t width = std::min(kMaxPhasePlanesK, K - k0);
+      const T* row = partial + q * k_pad + k0;
+      std::copy(row, row + width, sums);
+      for (int64_t sl = 1; sl < slices; ++sl)
+        for (int64_t k = 0; k < width; ++k) sums[k] += row[sl * part + k];
+      for (int64_t k = 0; k < width; ++k) dw[(k0 + k) * CRS + q] = sums[k];
     }
   });
 }

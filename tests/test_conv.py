@@ -772,6 +772,7 @@ def _weight_grad_case(c, dtype):
     (2, 1, 9, 140, 20, (3, 4), (1, 2), (1, 2), (1, 2)),  # vertical stride 1, dilated, K = 20
     (3, 7, 260, 260, 17, 3, 2, 1, 1),  # float64: batch chunks of 2 images, slices across them
     (1, 2, 5, 140, 33, (1, 5), 2, 0, 1),  # one window row, no padding
+    (1, 3, 4, 130, 300, 3, 2, 1, 1),   # K = 300: dW^T's rows summed in two blocks
 ], ids=lambda c: fmt(c))
 def test_weight_grad_phase_planes(c, dtype, isa):
     """Few input channels, horizontal stride 2 and long output rows: the weight gradient runs
