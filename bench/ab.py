@@ -36,6 +36,10 @@ SHAPES = {name: (n, c, h, w, k, r, st, p, d, g)
 SHAPES.update({
     "rows20": (32, 8, 20, 20, 32, 3, 1, 1, 1, 1),  # output rows of 20: panels of 16 span rows
     "rows20_c3": (32, 3, 20, 20, 32, 3, 1, 1, 1, 1),  # the same with 3 channels (stacked rows)
+    # short output rows: the input gradient's pitched column gradient (rows of at most 12)
+    "rows20_p0_c3": (32, 3, 22, 22, 32, 3, 1, 0, 1, 1),
+    "rows14_c3": (64, 3, 14, 14, 32, 3, 1, 1, 1, 1),
+    "rows16_c6_5x5": (64, 6, 20, 20, 16, 5, 1, 0, 1, 1),
     # stride 2, output rows of whole panels (32, 64): the parity-plane forward's choice
     "s2_c3_5x5": (32, 3, 64, 64, 32, 5, 2, 2, 1, 1),
     "s2_c16": (8, 16, 128, 128, 32, 3, 2, 1, 1, 1),

@@ -252,6 +252,71 @@ __attribute__((always_inline)) inline void col2im_plane(const Im2col& g, const T
   }
 }
 
+// The column gradient of a stride-1 undilated layer with its output rows Wq = Wo + S - 1
+// apart (Pq positions, the last row Wo long), the GEMM's B being dy read the same way, with
+// zeros in the S - 1 columns past each row: those columns of the column gradient are then 0,
+// and row q = (c, r, s) of it adds into channel c's zero-padded dx plane (Ho + R - 1 =
+// H + 2*pad_h rows of Wq = W + 2*pad_w) as one contiguous run starting at (r, s), instead of
+// Ho runs of Wo (on LeNet's second layer, rows of 10, col2im_plane's short runs took 56% of
+// the input gradient). The GEMM grows by (S - 1) / Wo, so only for float32 rows of at most
+// 12 (bench/ab.py both orders: LeNet's second layer 1.18-1.3x at 2 threads, 1.3-1.48x at 1;
+// rows of 14, 16 and 20, 3-6 channels, 0.86-0.96x; in float64, whose GEMM weighs more
+// against col2im, LeNet's second layer 0.88-0.92x).
+constexpr int64_t kPitchedMaxWidth = 12;
+
+struct Pitched {
+  int64_t Wo, Wq, Hq, Pq;
+  explicit Pitched(const Conv2dShape& s)
+      : Wo(s.Wo), Wq(s.Wo + s.S - 1), Hq(s.Ho + s.R - 1), Pq((s.Ho - 1) * Wq + s.Wo) {}
+  // Packs B(k0:k0+kc, j0:j0+nc), B[k][ho*Wq + wo] = dy[k*P + ho*Wo + wo] (0 for wo >= Wo),
+  // in gemm's panel layout (as pack_b_strided).
+  template <typename T>
+  void pack(const T* dy, int64_t P, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr,
+            T* dst) const {
+    for (int64_t jp = 0; jp < nc; jp += nr) {
+      T* panel = dst + jp * kc;
+      const int64_t cols = std::min<int64_t>(nr, nc - jp);
+      // The panel's runs of dy (start column, length, offset into a row of dy), once for
+      // all its rows; the columns between them are zeros.
+      int64_t run_col[kMaxNR], run_len[kMaxNR], run_src[kMaxNR], runs = 0;
+      for (int64_t c = 0; c < cols;) {
+        const int64_t j = j0 + jp + c, ho = j / Wq, wo = j % Wq;
+        const int64_t len = std::min(cols - c, (wo < Wo ? Wo : Wq) - wo);
+        if (wo < Wo) run_col[runs] = c, run_len[runs] = len, run_src[runs++] = ho * Wo + wo;
+        c += len;
+      }
+      for (int64_t k = 0; k < kc; ++k) {
+        T* d = panel + k * nr;
+        const T* row = dy + (k0 + k) * P;
+        std::fill(d, d + nr, T(0));
+        for (int64_t i = 0; i < runs; ++i) copy_run(row + run_src[i], run_len[i], d + run_col[i]);
+      }
+    }
+  }
+};
+
+// dx plane of one channel (H x W) = init + the scatter-add of its R*S rows of the pitched
+// column gradient, through the padded plane `padded` (Hq x Wq scratch) unless the layer has
+// no padding (the plane is then dx's own).
+template <typename T>
+void col2im_pitched(const Conv2dShape& s, const Pitched& pitch, const T* col, T init, T* padded,
+                    T* plane) {
+  const bool in_place = s.pad_h == 0 && s.pad_w == 0;
+  T* target = in_place ? plane : padded;
+  std::fill(target, target + pitch.Hq * pitch.Wq, init);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) {
+      const T* src = col + (r * s.S + t) * pitch.Pq;
+      T* d = target + r * pitch.Wq + t;
+      for (int64_t i = 0; i < pitch.Pq; ++i) d[i] += src[i];
+    }
+  if (!in_place)
+    for (int64_t ih = 0; ih < s.H; ++ih) {
+      const T* row = padded + (ih + s.pad_h) * pitch.Wq + s.pad_w;
+      std::copy(row, row + s.W, plane + ih * s.W);
+    }
+}
+
 // Packs each group's weights as the GEMM's A (M x K, A_g[i][k] = w[g*M*K + i*rs + k*cs]), once
 // per call for all images, into scratch; *group_size = elements of one group's packed A.
 template <typename T>
@@ -1175,12 +1240,38 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   // a chunk of images, 4 MiB, col2im read it back from L3; measured: cifar_c1 1.1-1.2x,
   // LeNet's second layer 1.0-1.1x).
   const int image_threads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, s.N);
-  if (!direct && per_image * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
+  // Stride 1, undilated, short output rows: the column gradient's rows pitched, see
+  // col2im_pitched (not with non-finite weights, whose products with the zeros past each
+  // output row would reach dx).
+  const Pitched pitch(s);
+  const bool pitched = sizeof(T) == 4 && !direct && G == 1 && s.stride_h == 1 &&
+                       s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.Ho > 0 &&
+                       s.Wo > 0 && s.Wo <= kPitchedMaxWidth && all_finite(w, s.K * CRS, w, 0);
+  const int64_t col_size = pitched ? CRS * pitch.Pq : per_image;
+  if (!direct && col_size * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
       s.N >= 4 * image_threads) {
-    T* cols = thread_scratch<T>(kScratchColumns, image_threads * per_image);
+    T* cols = thread_scratch<T>(kScratchColumns, image_threads * col_size);
     T* b_scratch = thread_scratch<T>(kScratchPackedB, image_threads * b_size);
+    T* planes = pitched && (s.pad_h || s.pad_w)
+                    ? thread_scratch<T>(kScratchStacked, image_threads * pitch.Hq * pitch.Wq)
+                    : nullptr;
     parallel_for(s.N, image_threads, [&](int64_t n, int thread) {
-      T* col = cols + thread * per_image;
+      T* col = cols + thread * col_size;
+      if (pitched) {
+        const T* dyn = dy + n * s.K * P;
+        gemm(
+            uk, blk, CRS, pitch.Pq, s.K, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
+            [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+              pitch.pack(dyn, P, pc, kc, jc, ncb, uk.nr, dst);
+            },
+            col, pitch.Pq, false, b_scratch + thread * b_size);
+        T* dxn = dx + n * s.C * HW;
+        T* padded = planes ? planes + thread * pitch.Hq * pitch.Wq : nullptr;
+        for (int64_t c = 0; c < s.C; ++c)
+          col2im_pitched(s, pitch, col + c * RS * pitch.Pq, bias ? bias[c] : T(0), padded,
+                         dxn + c * HW);
+        return;
+      }
       for (int64_t g = 0; g < G; ++g) {
         const T* dyg = dy + (n * s.K + g * Kg) * P;
         const T* ag = a_packed + g * a_size;

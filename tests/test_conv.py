@@ -700,6 +700,7 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     (8, 3, 12, 11, 8, 3, 1, 1, 1, 1),
     (10, 4, 9, 13, 6, (3, 2), (2, 1), (1, 0), 1, 2),
     (8, 5, 10, 10, 7, 3, 2, 2, 2, 1),
+    (8, 2, 9, 7, 5, (3, 4), 1, (2, 1), 1, 1),  # rows of 6, rectangular window, padded
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and
