@@ -1075,8 +1075,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
                                 [&](const Conv2dShape& part, const T* xs, T* ys) {
                                   conv2d_forward(part, xs, w, bias, ys);
                                 });
-  if (winograd_preferred(s) && all_finite(x, s.N * s.C * s.H * s.W, w, s.K * s.C * 9))
-    return winograd_forward(s, x, w, bias, y);
+  if (winograd_preferred(s) && all_finite(w, s.K * s.C * 9, w, 0) &&
+      winograd_forward(s, x, w, bias, y))
+    return;  // else a non-finite output: the GEMM below rewrites y
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, CRS = Cg * s.R * s.S;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.K == 0 || P == 0) return;
@@ -1198,8 +1199,9 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
                                 [&](const Conv2dShape& part, const T* dys, T* dxs) {
                                   conv2d_input_grad(part, w, dys, bias, dxs);
                                 });
-  if (winograd_preferred(s) && all_finite(dy, s.N * s.K * s.Ho * s.Wo, w, s.K * s.C * 9))
-    return winograd_input_grad(s, w, dy, bias, dx);
+  if (winograd_preferred(s) && all_finite(w, s.K * s.C * 9, w, 0) &&
+      winograd_input_grad(s, w, dy, bias, dx))
+    return;  // else a non-finite output: the GEMM below rewrites dx
   const int64_t G = s.groups, Cg = s.C / G, Kg = s.K / G, RS = s.R * s.S, CRS = Cg * RS;
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;

@@ -158,13 +158,14 @@ struct WinogradPanel {
 // input_panel:  v[xi*v_stride + c*NR + lane] = (B^T d B)[xi] of each lane's 4x4 input patch of
 //               channel c (lanes past the last run are zero)
 // output_panel: the 2x2 tiles of output channels [k0, k0+kn) = A^T M A + bias (bias may be
-//               null), where M[xi][k - k0][lane] = m[xi*m_stride + (k - k0)*NR + lane]
+//               null), where M[xi][k - k0][lane] = m[xi*m_stride + (k - k0)*NR + lane];
+//               returns false where a tile value of any lane was an infinity or a NaN
 // input_tile, grad_tile: the weight gradient's transforms of one tile, on channels-last
 //               copies, vectorised along the channels (see winograd_transforms.inc)
 template <typename T>
 struct WinogradKernels {
   void (*input_panel)(const WinogradPanel& p, const T* x, T* v);
-  void (*output_panel)(const WinogradPanel& p, const T* m, int64_t m_stride, int64_t k0,
+  bool (*output_panel)(const WinogradPanel& p, const T* m, int64_t m_stride, int64_t k0,
                        int64_t kn, const T* bias, T* y);
   void (*input_tile)(const T* in, int64_t row, int64_t pixel, int64_t channels, T* out,
                      int64_t out_stride);
@@ -199,7 +200,7 @@ template <int NR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);
 // NR = 16 (the AVX2 table).
 template <int NR>
-void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
+bool winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
                                     int64_t k0, int64_t kn, const float* bias, float* y);
 
 const IsaKernels& isa_kernels_baseline();

@@ -96,7 +96,7 @@ void transform_weights(const T* w, int64_t K, int64_t C, bool flip, int64_t k, T
 
 // The panels of one call, NR (the micro-kernel's width) fixed so the transforms vectorise.
 template <typename T, int NR>
-void winograd_panels(const WinogradGeometry& g, const MicroKernel<T>& uk,
+bool winograd_panels(const WinogradGeometry& g, const MicroKernel<T>& uk,
                      const WinogradKernels<T>& wk, int64_t KC, const T* a, int64_t a_size,
                      const T* x, const T* bias, T* y) {
   const int mr = uk.mr;
@@ -110,6 +110,7 @@ void winograd_panels(const WinogradGeometry& g, const MicroKernel<T>& uk,
   const int nthreads = threads_for(32.0 * g.K * g.C * tiles, kMinFlopsPerThread, panels);
   T* v_scratch = thread_scratch<T>(kScratchColumns, nthreads * v_size);
   T* m_scratch = thread_scratch<T>(kScratchPackedB, nthreads * m_size);
+  std::atomic<bool> finite{true};
 
   parallel_for(panels, nthreads, [&](int64_t panel, int thread) {
     WinogradTileRun runs[NR];
@@ -130,21 +131,24 @@ void winograd_panels(const WinogradGeometry& g, const MicroKernel<T>& uk,
             uk.fn(kc, a_block + i0 * kc, b_panel, m_xi + (i0 - k0) * NR, NR, pc > 0);
         }
       }
-      wk.output_panel(p, m, m_stride, k0, kn, bias, y);
+      if (!wk.output_panel(p, m, m_stride, k0, kn, bias, y))
+        finite.store(false, std::memory_order_relaxed);
     }
   });
+  return finite.load(std::memory_order_relaxed);
 }
 
+// Returns false where an output value was non-finite (see winograd_forward).
 template <typename T>
-void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, const T* bias,
+bool winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, const T* bias,
                   T* y) {
-  if (g.N == 0 || g.K == 0 || g.Ho == 0 || g.Wo == 0) return;
+  if (g.N == 0 || g.K == 0 || g.Ho == 0 || g.Wo == 0) return true;
   if (g.C == 0) {  // no input channels: the bias alone
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t k = 0; k < g.K; ++k)
         std::fill(y + (n * g.K + k) * g.Ho * g.Wo, y + (n * g.K + k + 1) * g.Ho * g.Wo,
                   bias ? bias[k] : T(0));
-    return;
+    return true;
   }
   const IsaKernels& isa = active_isa();  // one ISA for the whole call
   const MicroKernel<T> uk = IsaKernelsOf<T>::microkernel(isa);
@@ -170,6 +174,7 @@ void winograd_run(const WinogradGeometry& g, const T* x, const T* w, bool flip, 
     case 16: return winograd_panels<T, 16>(g, uk, wk, KC, a, a_size, x, bias, y);
     case 32: return winograd_panels<T, 32>(g, uk, wk, KC, a, a_size, x, bias, y);
   }
+  return false;  // no such micro-kernel width: the caller's GEMM path
 }
 
 // The weight gradient, dW = G^T (sum over tiles of (A dY A^T) (.) (B^T d B)) G.
@@ -371,18 +376,18 @@ bool all_finite(const T* a, int64_t n, const T* b, int64_t m) {
 }
 
 template <typename T>
-void winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+bool winograd_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const WinogradGeometry g =
       make_geometry(s.N, s.C, s.H, s.W, s.K, s.Ho, s.Wo, s.pad_h, s.pad_w);
-  winograd_run(g, x, w, false, bias, y);
+  return winograd_run(g, x, w, false, bias, y);
 }
 
 template <typename T>
-void winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+bool winograd_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
   // dx[ih] = sum_r dy[ih + pad - r] w[r] = sum_r' dy[ih - (2 - pad) + r'] w[2 - r']
   const WinogradGeometry g =
       make_geometry(s.N, s.K, s.Ho, s.Wo, s.C, s.H, s.W, 2 - s.pad_h, 2 - s.pad_w);
-  winograd_run(g, dy, w, true, bias, dx);
+  return winograd_run(g, dy, w, true, bias, dx);
 }
 
 template <typename T>
@@ -407,8 +412,8 @@ bool winograd_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dW) 
 #define FASTCONV_INSTANTIATE(T)                                                            \
   template bool all_finite<T>(const T*, int64_t, const T*, int64_t);                     \
   template bool winograd_weight_grad<T>(const Conv2dShape&, const T*, const T*, T*);      \
-  template void winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
-  template void winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);
+  template bool winograd_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*); \
+  template bool winograd_input_grad<T>(const Conv2dShape&, const T*, const T*, const T*, T*);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 #undef FASTCONV_INSTANTIATE

@@ -169,9 +169,12 @@ template void winograd_input_panel_f32_avx2<32>(const WinogradPanel&, const floa
 // values, any other block lane by lane from the stack, as the portable transform does (odd
 // Ho / Wo: the last tile row / column keeps only its first row / column).
 template <int kNR>
-void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
+bool winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,
                                     int64_t k0, int64_t kn, const float* bias, float* y) {
   constexpr int kBlocks = kNR / kLanes;
+  // NaN at the end where a value was an infinity or a NaN (v * 0 + probe per value).
+  __m256 probe = _mm256_setzero_ps();
+  const __m256 zero = _mm256_setzero_ps();
   const int64_t P = p.Ho * p.Wo;
   // Per block: its run if one run of whole tiles in two rows covers it, else null.
   const WinogradTileRun* whole[kBlocks];
@@ -205,6 +208,7 @@ void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int6
         const __m256* a = r == 0 ? a0 : a1;
         left[r] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), a[2]), b);
         right[r] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(a[1], a[2]), a[3]), b);
+        probe = _mm256_fmadd_ps(left[r], zero, _mm256_fmadd_ps(right[r], zero, probe));
       }
       if (const WinogradTileRun* run = whole[blk]) {
         const int64_t tile = run->tj0 + blk * kLanes - run->lane;
@@ -241,9 +245,10 @@ void winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int6
       }
     }
   }
+  return _mm256_movemask_ps(_mm256_cmp_ps(probe, probe, _CMP_UNORD_Q)) == 0;
 }
 
-template void winograd_output_panel_f32_avx2<16>(const WinogradPanel&, const float*, int64_t,
+template bool winograd_output_panel_f32_avx2<16>(const WinogradPanel&, const float*, int64_t,
                                                  int64_t, int64_t, const float*, float*);
 
 }  // namespace fastconv
