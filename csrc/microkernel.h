@@ -195,9 +195,11 @@ struct IsaKernels {
 // Defined in pool_avx2.cpp and winograd_avx2.cpp (x86 builds only); used only through
 // isa_kernels_avx2() and isa_kernels_avx512().
 extern const PoolRowKernels kPoolRowKernelsAvx2;
-// NR = 16 (the AVX2 table) or 32 (the AVX-512 table).
+// NR = 16 (the AVX2 table).
 template <int NR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);
+// NR = 32 (the AVX-512 table).
+void winograd_input_panel_f32_avx512(const WinogradPanel& p, const float* x, float* v);
 // NR = 16 (the AVX2 table).
 template <int NR>
 bool winograd_output_panel_f32_avx2(const WinogradPanel& p, const float* m, int64_t m_stride,

@@ -52,10 +52,12 @@ constexpr int kNR = 2 * Zmm<T>::kLanes;
 
 #include "microkernel_tile.inc"
 
-// The tile transforms of the weight gradient work on channels, not on NR lanes: AVX2's; so
-// does the float input transform of winograd_avx2.cpp, on four blocks of 8 lanes (against the
-// portable transform at 32 lanes, bench/ab.py both orders: the forward and input gradient of
-// cifar_c2 1.10-1.16x, cifar_c3 1.16-1.28x, resnet_b8 1.09-1.13x).
+// The tile transforms of the weight gradient work on channels, not on NR lanes: AVX2's. The
+// float input transform is winograd_avx512.cpp's, two blocks of 16 lanes (against AVX2's on
+// four blocks of 8, bench/ab.py both orders, --flush, 2 threads: the forward and input
+// gradient of cifar_c2 1.05-1.15x, cifar_c3 1.04-1.09x, resnet_b1 and resnet_b8 1.03-1.08x;
+// AVX2's had beaten the portable transform at 32 lanes by 1.09-1.28x). The portable output
+// transform at 32 lanes stays: AVX2's on four blocks of 8 measured 0.93-0.97x against it.
 template <typename T>
 WinogradKernels<T> winograd_avx512(const WinogradKernels<T>& avx2) {
   return {&winograd_input_panel<T, kNR<T>>, &winograd_output_panel<T, kNR<T>>, avx2.input_tile,
@@ -63,7 +65,7 @@ WinogradKernels<T> winograd_avx512(const WinogradKernels<T>& avx2) {
 }
 template <>
 WinogradKernels<float> winograd_avx512(const WinogradKernels<float>& avx2) {
-  return {&winograd_input_panel_f32_avx2<kNR<float>>, &winograd_output_panel<float, kNR<float>>,
+  return {&winograd_input_panel_f32_avx512, &winograd_output_panel<float, kNR<float>>,
           avx2.input_tile, avx2.grad_tile};
 }
 

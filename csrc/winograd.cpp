@@ -18,7 +18,8 @@
 // V of one panel stays in L1/L2; the packed U (16 * K * C) is read from L2 by every panel.
 // The transforms are winograd_transforms.inc's, except AVX2's float input and output transforms
 // (winograd_avx2.cpp: d B kept in registers, masked loads at the padding; whole blocks of
-// output tiles stored from registers).
+// output tiles stored from registers) and AVX-512's float input transform (winograd_avx512.cpp,
+// the same on 16 lanes).
 // The weight gradient (winograd_weight_grad_tiles) transforms channels-last copies of x and dy
 // instead, so that its 16 GEMMs reduce over the tiles.
 #include "winograd.h"

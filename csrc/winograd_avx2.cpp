@@ -1,10 +1,10 @@
-// Winograd F(2x2, 3x3) input transform of one panel of 16 or 32 tiles, and output transform of
-// one panel of 16, float, AVX2 (compiled with -mavx2 -mfma; reached only through the AVX2 and
-// AVX-512 dispatch tables, the output transform only through AVX2's). Contract: input_panel
+// Winograd F(2x2, 3x3) input and output transforms of one panel of 16 tiles, float, AVX2
+// (compiled with -mavx2 -mfma; reached only through the AVX2 dispatch table; the AVX-512
+// table's input transform is winograd_avx512.cpp's, on blocks of 16). Contract: input_panel
 // and output_panel in microkernel.h; the math and layouts: winograd.cpp. Same values as the
 // portable transforms of winograd_transforms.inc (the same additions in the same order).
 //
-// Input: the panel's 16 (32) lanes are two (four) blocks of 8. Per channel, block and patch
+// Input: the panel's 16 lanes are two blocks of 8. Per channel, block and patch
 // row i, the columns (e0, e1, e2, e3) of the block's 8 tiles are the even and odd columns of
 // two pairs of loads (columns 0..15 and 2..17 from the block's first column; shufps, then one
 // permute back to lane order); d B of the row follows at once, and B^T (d B) is formed as the
@@ -160,7 +160,6 @@ void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float
 }
 
 template void winograd_input_panel_f32_avx2<16>(const WinogradPanel&, const float*, float*);
-template void winograd_input_panel_f32_avx2<32>(const WinogradPanel&, const float*, float*);
 
 // Output transform, per output channel and block of 8 tiles: A^T M A in registers (the
 // portable transform's additions in its order, so the same values); a block of 8 whole tiles

@@ -11,12 +11,13 @@ from helpers import assert_bitwise_equal, assert_close, child_report, rand, run_
 
 
 def _edge_cases():
-    """Output planes of 1..34 rows/columns (odd: half tiles; tile rows shorter and longer than a
-    panel of 4, 8 or 16 tiles, and panels spanning rows and images), asymmetric padding."""
+    """Output planes of 1..70 rows/columns (odd: half tiles; tile rows shorter and longer than a
+    panel of 4, 8, 16 or 32 tiles, and panels spanning rows and images; rows of 40 and 70, whose
+    blocks of 16 tiles lie inside the image: AVX-512's unmasked loads), asymmetric padding."""
     rng = np.random.default_rng(3)
     cases = []
     for H, W in [(1, 1), (2, 2), (3, 5), (4, 4), (5, 7), (8, 9), (7, 16), (16, 17), (9, 33),
-                 (34, 3), (6, 31), (12, 12)]:
+                 (34, 3), (6, 31), (12, 12), (5, 40), (3, 70)]:
         for padding in (0, 1, 2, (1, 0), (3, 2)):
             ph, pw = ref.pair(padding)
             if H + 2 * ph < 3 or W + 2 * pw < 3:
