@@ -46,8 +46,12 @@ void matmul(const MatmulShape& s, const T* a, const T* b, T* c) {
   const bool a_shared = col_blocks > 1 && m_pad * s.K * int64_t(sizeof(T)) <= (16 << 20);
   const int64_t a_size = a_shared ? m_pad * s.K : round_up(kRowBlock, uk.mr) * blk.kc;
   T* a_scratch = thread_scratch<T>(kScratchPackedA, a_shared ? a_size : nthreads * a_size);
-  if (a_shared) {  // block pc at offset pc * m_pad (pack_a_full's layout), one task per block
-    parallel_for(k_blocks, threads_for(double(m_pad) * s.K, 1e5, k_blocks), [&](int64_t b, int) {
+  // A block pc at offset pc * m_pad (pack_a_full's layout), one task per block, in parallel
+  // from 20,000 values a thread (serial below 100,000, the 32 x 4096 activations of a linear
+  // layer's forward pass were packed while the other thread waited; A/B both orders at 2
+  // threads, (32 x 4096) times (256 x 4096)^T: 1.12-1.15x).
+  if (a_shared) {
+    parallel_for(k_blocks, threads_for(double(m_pad) * s.K, 2e4, k_blocks), [&](int64_t b, int) {
       const int64_t pc = b * blk.kc;
       pack_a_block(a, s.a_row, s.a_col, s.M, pc, std::min(blk.kc, s.K - pc), uk.mr,
                    a_scratch + pc * m_pad);
