@@ -3,8 +3,8 @@
 // Ungrouped layers go other ways where those are faster: strided, dilated or narrow forward
 // passes and most weight gradients over a channels-last copy of x (forward_channels_last,
 // weight_grad_channels_last); stride-2 forward passes with few channels in place from x's
-// column-phase planes (forward_parity_planes); 1x1 forward passes image by image on matmul's
-// packed GEMM (forward_pointwise); the weight gradients of few-channel layers with long output
+// column-phase planes (forward_parity_planes); 1x1 forward passes on a packed GEMM with W packed
+// once (forward_pointwise); the weight gradients of few-channel layers with long output
 // rows and of 1x1 layers transposed, dW^T = col * dy^T (weight_grad_phase_planes,
 // weight_grad_pointwise).
 //
@@ -1047,22 +1047,41 @@ void over_dilation_phases(const Conv2dShape& s, const Conv2dShape& sub, const T*
 
 // Forward pass of an ungrouped 1x1 layer (stride 1, no padding): per image the matrix product
 //   y_n (K x P) = W (K x C) * x_n (C x P)
-// on matmul's packed GEMM, whose B panels are packed copies: the NCHW path's panels, read in
-// place, take their 16 columns from C rows one plane apart (128 rows 3 KiB apart span more
-// pages than the L1 TLB holds) for every tile of W again.
+// with W packed once per call for all images (pack_group_weights) and, per task (image, block
+// of output columns), each block of B = x_n packed once (gemm) for all of W's row panels: the
+// NCHW path's panels, read in place, take their columns from C rows one plane apart (128 rows
+// 3 KiB apart span more pages than the L1 TLB holds) for every tile of W again, and matmul
+// per image repacked B for every 96 rows of W. y starts as the bias where there is one.
 template <typename T>
-void forward_pointwise(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t P = s.Ho * s.Wo;
-  const MatmulShape m{s.K, P, s.C, s.C, 1, P, 1};
-  for (int64_t n = 0; n < s.N; ++n) {
-    T* yn = y + n * s.K * P;
-    matmul(m, w, x + n * s.C * P, yn);
+void forward_pointwise(const Conv2dShape& s, const MicroKernel<T>& uk, const T* x, const T* w,
+                       const T* bias, T* y) {
+  const int64_t C = s.C, K = s.K, P = s.Ho * s.Wo;
+  const GemmBlocking blk = gemm_blocking(uk);
+  const int64_t m_pad = round_up(K, uk.mr);
+  int64_t a_size;
+  const T* a_packed = pack_group_weights(w, 1, K, C, C, 1, blk, uk.mr, &a_size);
+  // Tasks: (image, block of output columns), whole images where the batch feeds the threads.
+  const int64_t block_cols =
+      std::min(round_up(ceil_div(P, ceil_div(4 * get_num_threads(), s.N)), uk.nr), blk.nc);
+  const int64_t col_blocks = ceil_div(P, block_cols);
+  const int nthreads =
+      threads_for(2.0 * s.N * K * P * C, kMinFlopsPerThread, s.N * col_blocks);
+  const int64_t b_size = gemm_b_block_size(uk, blk);
+  T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
+  parallel_for(s.N * col_blocks, nthreads, [&](int64_t task, int thread) {
+    const int64_t n = task / col_blocks, p0 = (task % col_blocks) * block_cols;
+    const int64_t nc = std::min(block_cols, P - p0);
+    const T* xn = x + n * C * P;
+    T* yn = y + n * K * P + p0;
     if (bias)
-      parallel_for(s.K, threads_for(double(s.K) * P, 1e5, s.K), [&](int64_t k, int) {
-        T* row = yn + k * P;
-        for (int64_t j = 0; j < P; ++j) row[j] += bias[k];
-      });
-  }
+      for (int64_t k = 0; k < K; ++k) std::fill(yn + k * P, yn + k * P + nc, bias[k]);
+    gemm(
+        uk, blk, K, nc, C, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
+        [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+          pack_b_strided(xn, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
+        },
+        yn, P, bias != nullptr, b_scratch + thread * b_size);
+  });
 }
 
 }  // namespace
@@ -1100,7 +1119,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   }
   if (forward_channels_last_preferred(s, uk_cl.nr))
     return forward_channels_last(s, uk_cl, x, w, bias, y);
-  if (G == 1 && column_matrix_is_input(s)) return forward_pointwise(s, x, w, bias, y);
+  if (G == 1 && column_matrix_is_input(s)) return forward_pointwise(s, uk, x, w, bias, y);
   const GemmBlocking blk = gemm_blocking(uk);
 
   // Stride-1 panels within an output row are read in place, except where the window hangs
