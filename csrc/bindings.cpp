@@ -432,7 +432,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_algorithm", &conv_algorithm_name);
   m.def("set_algorithm", &set_conv_algorithm, py::arg("name"));
   m.def("build_info", &build_info);
-  py::class_<PoolBlock>(m, "_PoolBlock", py::buffer_protocol())
+  // module_local: another build of _core loaded in the same process (bench/ab.py) registers the
+  // same C++ type again.
+  py::class_<PoolBlock>(m, "_PoolBlock", py::buffer_protocol(), py::module_local())
       .def_buffer([](PoolBlock& b) {
         return py::buffer_info(b.data, 1, "B", 1, {static_cast<py::ssize_t>(b.nbytes)}, {1},
                                false);
