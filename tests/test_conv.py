@@ -676,6 +676,22 @@ def test_panels_spanning_output_rows(kernel, padding, dtype, isa):
                      ref.conv2d(x, w, b, padding=padding), dtype, 33 * kernel[0], f"{H}x{W}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("Wo", [8, 16, 24])
+def test_rows_as_wide_as_a_narrower_panel(Wo, dtype, isa):
+    """Output rows of 16 (8 in float64) with AVX-512's panels twice as wide: the forward GEMM
+    runs on the next narrower ISA's micro-kernel, its panels read in place; rows of other
+    widths (and every K, the A tile's edges) stay on the full-width one."""
+    rng = np.random.default_rng(23)
+    for K, C, padding in [(16, 6, 0), (5, 6, 2), (23, 9, (0, 1))]:
+        x = rand(rng, (3, C, 6, Wo + 4 - 2 * (padding if isinstance(padding, int) else 1)),
+                 dtype)
+        w = rand(rng, (K, C, 5, 5), dtype)
+        b = rand(rng, (K,), dtype)
+        assert_close(fastconv.conv2d(x, w, b, padding=padding),
+                     ref.conv2d(x, w, b, padding=padding), dtype, C * 25, f"K={K} Wo={Wo}")
+
+
 @pytest.mark.parametrize("groups,C,K", [(1, 24, 40), (2, 16, 12), (1, 8, 300)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
