@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "microkernel.h"
+#include "winograd_blocks.h"
 
 namespace fastconv {
 namespace {
@@ -99,20 +100,8 @@ void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float
   const int64_t C = p.C, HW = p.H * p.W;
   // Each block's parts: the runs that hold its lanes (usually one).
   BlockPart parts[kBlocks][kMaxParts];
-  int nparts[kBlocks] = {};
-  for (int ri = 0; ri < p.nruns; ++ri) {
-    const WinogradTileRun& run = p.runs[ri];
-    for (int b = 0; b < kBlocks; ++b) {
-      const int t_lo = run.lane > b * kLanes ? run.lane - b * kLanes : 0;
-      const int end = run.lane + run.len - b * kLanes;
-      const int t_hi = end < kLanes ? end : kLanes;
-      if (t_lo >= t_hi) continue;
-      BlockPart& part = parts[b][nparts[b]++];
-      part.run = &run;
-      part.col0 = 2 * (run.tj0 - (run.lane - b * kLanes)) - p.pad_w;
-      block_masks(part.col0, t_lo, t_hi, p.W, &part);
-    }
-  }
+  int nparts[kBlocks];
+  split_runs_into_blocks<kBlocks, kLanes>(p, parts, nparts, block_masks);
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t c = 0; c < C; ++c) {
     for (int b = 0; b < kBlocks; ++b) {
