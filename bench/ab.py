@@ -40,6 +40,10 @@ SHAPES.update({
     "rows20_p0_c3": (32, 3, 22, 22, 32, 3, 1, 0, 1, 1),
     "rows14_c3": (64, 3, 14, 14, 32, 3, 1, 1, 1, 1),
     "rows16_c6_5x5": (64, 6, 20, 20, 16, 5, 1, 0, 1, 1),
+    # 1x1 layers beside the suite's: wide planes, small planes with many channels, few channels
+    "pw_56_c64": (8, 64, 56, 56, 64, 1, 1, 0, 1, 1),
+    "pw_7_c512": (8, 512, 7, 7, 512, 1, 1, 0, 1, 1),
+    "pw_32_c3": (32, 3, 32, 32, 16, 1, 1, 0, 1, 1),
     # stride 2, output rows of whole panels (32, 64): the parity-plane forward's choice
     "s2_c3_5x5": (32, 3, 64, 64, 32, 5, 2, 2, 1, 1),
     "s2_c16": (8, 16, 128, 128, 32, 3, 2, 1, 1, 1),

@@ -3,10 +3,10 @@
 // Ungrouped layers go other ways where those are faster: strided, dilated or narrow forward
 // passes and most weight gradients over a channels-last copy of x (forward_channels_last,
 // weight_grad_channels_last); stride-2 forward passes with few channels in place from x's
-// column-phase planes (forward_parity_planes); 1x1 forward passes on a packed GEMM with W packed
-// once (forward_pointwise); the weight gradients of few-channel layers with long output
-// rows and of 1x1 layers transposed, dW^T = col * dy^T (weight_grad_phase_planes,
-// weight_grad_pointwise).
+// column-phase planes (forward_parity_planes); 1x1 forward passes and input gradients on a
+// packed GEMM with W (W^T) packed once (pointwise_gemm); the weight gradients of few-channel
+// layers with long output rows and of 1x1 layers transposed, dW^T = col * dy^T
+// (weight_grad_phase_planes, weight_grad_pointwise).
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
 //   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]
@@ -1054,42 +1054,43 @@ void over_dilation_phases(const Conv2dShape& s, const Conv2dShape& sub, const T*
   }
 }
 
-// Forward pass of an ungrouped 1x1 layer (stride 1, no padding): per image the matrix product
-//   y_n (K x P) = W (K x C) * x_n (C x P)
-// with W packed once per call for all images (pack_group_weights) and, per task (image, block
-// of output columns), each block of B = x_n packed once (gemm) for all of W's row panels: the
-// NCHW path's panels, read in place, take their columns from C rows one plane apart (128 rows
-// 3 KiB apart span more pages than the L1 TLB holds) for every tile of W again, and matmul
-// per image repacked B for every 96 rows of W. y starts as the bias where there is one.
+// Ungrouped 1x1 layers (stride 1, no padding), forward pass and input gradient: per image the
+// matrix product
+//   out_n (M x P) = A (M x Kr) * in_n (Kr x P),  A[i][k] = a[i*a_row + k*a_col]
+// (forward: A = W, M = K, Kr = C; input gradient: A = W^T, M = C, Kr = K), with A packed once
+// per call for all images (pack_group_weights) and, per task (image, block of output columns),
+// each block of in_n packed once (gemm) for all of A's row panels: the NCHW path's panels,
+// read in place, take their columns from Kr rows one plane apart (128 rows 3 KiB apart span
+// more pages than the L1 TLB holds) for every tile of A again, and matmul per image repacked
+// B for every 96 rows of A. out starts as the bias (one value per row) where there is one.
 template <typename T>
-void forward_pointwise(const Conv2dShape& s, const MicroKernel<T>& uk, const T* x, const T* w,
-                       const T* bias, T* y) {
-  const int64_t C = s.C, K = s.K, P = s.Ho * s.Wo;
+void pointwise_gemm(const MicroKernel<T>& uk, int64_t N, int64_t M, int64_t Kr, int64_t P,
+                    const T* a, int64_t a_row, int64_t a_col, const T* in, const T* bias,
+                    T* out) {
   const GemmBlocking blk = gemm_blocking(uk);
-  const int64_t m_pad = round_up(K, uk.mr);
+  const int64_t m_pad = round_up(M, uk.mr);
   int64_t a_size;
-  const T* a_packed = pack_group_weights(w, 1, K, C, C, 1, blk, uk.mr, &a_size);
+  const T* a_packed = pack_group_weights(a, 1, M, Kr, a_row, a_col, blk, uk.mr, &a_size);
   // Tasks: (image, block of output columns), whole images where the batch feeds the threads.
   const int64_t block_cols =
-      std::min(round_up(ceil_div(P, ceil_div(4 * get_num_threads(), s.N)), uk.nr), blk.nc);
+      std::min(round_up(ceil_div(P, ceil_div(4 * get_num_threads(), N)), uk.nr), blk.nc);
   const int64_t col_blocks = ceil_div(P, block_cols);
-  const int nthreads =
-      threads_for(2.0 * s.N * K * P * C, kMinFlopsPerThread, s.N * col_blocks);
+  const int nthreads = threads_for(2.0 * N * M * P * Kr, kMinFlopsPerThread, N * col_blocks);
   const int64_t b_size = gemm_b_block_size(uk, blk);
   T* b_scratch = thread_scratch<T>(kScratchPackedB, nthreads * b_size);
-  parallel_for(s.N * col_blocks, nthreads, [&](int64_t task, int thread) {
+  parallel_for(N * col_blocks, nthreads, [&](int64_t task, int thread) {
     const int64_t n = task / col_blocks, p0 = (task % col_blocks) * block_cols;
     const int64_t nc = std::min(block_cols, P - p0);
-    const T* xn = x + n * C * P;
-    T* yn = y + n * K * P + p0;
+    const T* in_n = in + n * Kr * P;
+    T* out_n = out + n * M * P + p0;
     if (bias)
-      for (int64_t k = 0; k < K; ++k) std::fill(yn + k * P, yn + k * P + nc, bias[k]);
+      for (int64_t i = 0; i < M; ++i) std::fill(out_n + i * P, out_n + i * P + nc, bias[i]);
     gemm(
-        uk, blk, K, nc, C, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
+        uk, blk, M, nc, Kr, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
         [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
-          pack_b_strided(xn, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
+          pack_b_strided(in_n, P, 1, pc, kc, p0 + jc, ncb, uk.nr, dst);
         },
-        yn, P, bias != nullptr, b_scratch + thread * b_size);
+        out_n, P, bias != nullptr, b_scratch + thread * b_size);
   });
 }
 
@@ -1128,7 +1129,8 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   }
   if (forward_channels_last_preferred(s, uk_cl.nr))
     return forward_channels_last(s, uk_cl, x, w, bias, y);
-  if (G == 1 && column_matrix_is_input(s)) return forward_pointwise(s, isa_uk, x, w, bias, y);
+  if (G == 1 && column_matrix_is_input(s))
+    return pointwise_gemm(isa_uk, s.N, s.K, s.C, P, w, s.C, 1, x, bias, y);
   // Output rows of 16 with AVX-512's panels of 32: every panel spans two rows and is gathered,
   // where AVX2's panels of 16 are read in place (bench/ab.py: 64,6,20,20 -> 16, 5x5 2.56x).
   const MicroKernel<T> uk = in_place_fitted_microkernel(isa_uk, s);
@@ -1237,6 +1239,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W;
   if (s.N == 0 || s.C == 0 || HW == 0) return;
   const MicroKernel<T> uk = active_microkernel<T>();
+  if (G == 1 && column_matrix_is_input(s))  // dx_n = W^T dy_n
+    return pointwise_gemm(uk, s.N, s.C, s.K, P, w, 1, s.C, dy, bias, dx);
   // Stride 1: dx is the correlation of dy with the flipped, transposed weights and padding
   // dil*(R-1) - pad, which the channels-last forward computes where it is the faster path.
   const int64_t flip_pad_h = s.dil_h * (s.R - 1) - s.pad_h, flip_pad_w = s.dil_w * (s.S - 1) - s.pad_w;
@@ -1263,8 +1267,9 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   int64_t a_size;
   const T* a_packed = pack_group_weights(w, G, CRS, Kg, 1, CRS, blk, uk.mr, &a_size);
 
-  // 1x1, stride 1, no padding: the column gradient is dx itself (col2im would be a copy), so
-  // the GEMM writes into dx, onto the bias where there is one.
+  // Grouped 1x1, stride 1, no padding (ungrouped ones went to pointwise_gemm): the column
+  // gradient is dx itself (col2im would be a copy), so the GEMM writes into dx, onto the bias
+  // where there is one.
   const bool direct = column_matrix_is_input(s);
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
   const int64_t b_size = gemm_b_block_size(uk, blk);
