@@ -1475,27 +1475,35 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   }
 }
 
-// One task per channel, so the result does not depend on the thread count. Each plane is
-// summed in T over 8 interleaved partial sums (a loop the compiler vectorises without
-// reassociating anything), the planes' sums in double: more accurate than one running sum, and
-// memory-bound (NumPy's dy.sum((0, 2, 3)) took 0.39 ms on a 4 MiB float32 gradient).
+// Tasks: blocks of consecutive channels, images outer, so that a task streams through runs
+// of contiguous planes (one channel per task, images inner, jumped a batch stride after every
+// plane); each channel still sums its images in order, so the result does not depend on the
+// thread count. Each plane is summed in T over 8 interleaved partial sums (a loop the compiler
+// vectorises without reassociating anything), the planes' sums in double: more accurate than
+// one running sum, and memory-bound (NumPy's dy.sum((0, 2, 3)) took 0.39 ms on a 4 MiB float32
+// gradient).
 template <typename T>
 void conv2d_bias_grad(int64_t N, int64_t K, int64_t P, const T* dy, T* db) {
-  parallel_for(K, threads_for(double(N) * K * P, 1e5, K), [&](int64_t k, int) {
-    double total = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const T* plane = dy + (n * K + k) * P;
-      T part[8] = {};
-      int64_t i = 0;
-      for (; i + 8 <= P; i += 8)
-        for (int j = 0; j < 8; ++j) part[j] += plane[i + j];
-      T tail = 0;
-      for (; i < P; ++i) tail += plane[i];
-      total += double(((part[0] + part[1]) + (part[2] + part[3])) +
-                      ((part[4] + part[5]) + (part[6] + part[7]))) +
-               double(tail);
-    }
-    db[k] = static_cast<T>(total);
+  constexpr int64_t kMaxBlock = 64;
+  const int nthreads = threads_for(double(N) * K * P, 1e5, K);
+  const int64_t block = std::clamp<int64_t>(K / (4 * nthreads), 1, kMaxBlock);
+  parallel_for(ceil_div(K, block), nthreads, [&](int64_t task, int) {
+    const int64_t k_begin = task * block, k_end = std::min(K, k_begin + block);
+    double totals[kMaxBlock] = {};
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = k_begin; k < k_end; ++k) {
+        const T* plane = dy + (n * K + k) * P;
+        T part[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= P; i += 8)
+          for (int j = 0; j < 8; ++j) part[j] += plane[i + j];
+        T tail = 0;
+        for (; i < P; ++i) tail += plane[i];
+        totals[k - k_begin] += double(((part[0] + part[1]) + (part[2] + part[3])) +
+                                      ((part[4] + part[5]) + (part[6] + part[7]))) +
+                               double(tail);
+      }
+    for (int64_t k = k_begin; k < k_end; ++k) db[k] = static_cast<T>(totals[k - k_begin]);
   });
 }
 
