@@ -1,6 +1,6 @@
 """Compare two builds of fastconv._core in one process, calls interleaved (A, B, A, B, ...).
 
-    python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad] [--shapes a,b] [--threads 2]
+    python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad,bgrad] [--shapes a,b] [--threads 2]
                        [--reps 15] [--dtype float32]
     python bench/ab.py OLD/_core.so NEW/_core.so maxfwd,maxbwd,avgfwd,avgbwd  (pooling shapes)
     python bench/ab.py B/_core.so B2/_core.so fwd --isa avx2,avx512  (one build's two ISAs: B2
@@ -118,8 +118,9 @@ def conv_calls(name, dtype, rng, reference):
     Ho = (H + 2 * p - d * (R - 1) - 1) // st + 1
     y = np.empty((N, K, Ho, Ho), dtype)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    dw, dx = np.empty_like(w), np.empty_like(x)
+    dw, dx, db = np.empty_like(w), np.empty_like(x), np.empty(K, dtype)
     return {"fwd": lambda m: m.conv2d_forward(x, w, None, y, (st, st), (p, p), (d, d), g),
+            "bgrad": lambda m: m.conv2d_bias_grad(dy, db),
             "igrad": lambda m: m.conv2d_input_grad(w, dy, None, dx, (st, st), (p, p), (d, d), g),
             "wgrad": lambda m: m.conv2d_weight_grad(x, dy, dw, (st, st), (p, p), (d, d), g)}
 
