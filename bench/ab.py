@@ -1,7 +1,7 @@
 """Compare two builds of fastconv._core in one process, calls interleaved (A, B, A, B, ...).
 
-    python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad,bgrad] [--shapes a,b] [--threads 2]
-                       [--reps 15] [--dtype float32]
+    python bench/ab.py OLD/_core.so NEW/_core.so [fwd,igrad,wgrad,bgrad] [--shapes a,b]
+                       [--threads 2] [--reps 15] [--dtype float32]
     python bench/ab.py OLD/_core.so NEW/_core.so maxfwd,maxbwd,avgfwd,avgbwd  (pooling shapes)
     python bench/ab.py B/_core.so B2/_core.so fwd --isa avx2,avx512  (one build's two ISAs: B2
                        a copy of B, since one file cannot be loaded twice)
