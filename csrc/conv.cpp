@@ -31,7 +31,6 @@
 #include "depthwise.h"
 #include "dispatch.h"
 #include "gemm.h"
-#include "matmul.h"
 #include "threading.h"
 #include "winograd.h"
 
