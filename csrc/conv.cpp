@@ -6,7 +6,9 @@
 // column-phase planes (forward_parity_planes); 1x1 forward passes and input gradients on a
 // packed GEMM with W (W^T) packed once (pointwise_gemm); the weight gradients of few-channel
 // layers with long output rows and of 1x1 layers transposed, dW^T = col * dy^T
-// (weight_grad_phase_planes, weight_grad_pointwise).
+// (weight_grad_phase_planes, weight_grad_pointwise); few-channel stride-1 forward passes and
+// weight gradients as direct loops over zero-padded planes (forward_plane_taps,
+// weight_grad_plane_dots).
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
 //   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]
@@ -23,6 +25,7 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -910,6 +913,124 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
   });
 }
 
+// Few-channel stride-1 layers (cifar_c1, LeNet's first), where the GEMM formulations' tiles
+// stay partly idle (K = 32 output channels against MR = 6 rows; the weight gradient's
+// C*R*S = 27 columns against NR = 32), run as direct loops over whole planes: each image is
+// zero-padded into a task's buffer (WindowLayout's Hp x Wp region) and the taps are fixed
+// offsets in it. Rows of at least 3 vectors (float 24, double 16): at rows of 14 and 20
+// floats, where the row's shifted last vector and the row loop weigh more, the weight
+// gradient ran 0.77-0.9x the GEMM's speed.
+template <typename T>
+bool plane_taps_preferred(const Conv2dShape& s) {
+  constexpr int64_t L = 32 / sizeof(T);
+  return s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.Wo >= std::max<int64_t>(3 * L, 16) && s.C * s.S < 16 && s.C * s.R * s.S >= 16;
+}
+
+// Image n of x into the padded planes xpad (C planes of layout's Hp x Wp, padding already
+// zero: every call writes the same positions).
+template <typename T>
+void pad_image(const Conv2dShape& s, const WindowLayout& layout, const T* x, int64_t n,
+               T* xpad) {
+  const int64_t plane = layout.Hp * layout.Wp;
+  const int64_t rows = std::clamp<int64_t>(layout.Hp - s.pad_h, 0, s.H);
+  const int64_t cols = std::clamp<int64_t>(layout.Wp - s.pad_w, 0, s.W);
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t ih = 0; ih < rows; ++ih)
+      copy_run(x + ((n * s.C + c) * s.H + ih) * s.W, cols,
+               xpad + c * plane + (ih + s.pad_h) * layout.Wp + s.pad_w);
+}
+
+// Forward pass (plane_taps_preferred layers):
+//   y[n][k][ho][wo] = bias[k] + sum over (c, r, s) of w[k][c][r][s] * xpad[c][ho + r*dh][wo + s*dw]
+// rows_taps: tiles of a few output planes by a few vectors of a row, all C*R*S taps summed in
+// registers. Tasks: (image, block of output channels).
+template <typename T>
+void forward_plane_taps(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t K = s.K, P = s.Ho * s.Wo, CRS = s.C * s.R * s.S;
+  const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const WindowLayout layout(s);
+  const int64_t plane = layout.Hp * layout.Wp;
+  std::vector<int64_t> tap_off;  // tap (c, r, t) of the padded image, in w's order
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        tap_off.push_back(c * plane + r * s.dil_h * layout.Wp + t * s.dil_w);
+  const int nthreads = threads_for(2.0 * s.N * K * P * CRS, kMinFlopsPerThread, s.N * K);
+  const int64_t parts = std::min<int64_t>(ceil_div(nthreads, s.N), ceil_div(K, 4));
+  const int64_t k_block = ceil_div(K, parts);
+  T* scratch = thread_scratch<T>(kScratchColumns, nthreads * s.C * plane);
+  std::fill(scratch, scratch + nthreads * s.C * plane, T(0));
+  parallel_for(s.N * parts, nthreads, [&](int64_t task, int thread) {
+    const int64_t n = task / parts, part = task % parts;
+    const int64_t k_begin = std::min(K, part * k_block), k_end = std::min(K, k_begin + k_block);
+    T* xpad = scratch + thread * s.C * plane;
+    pad_image(s, layout, x, n, xpad);
+    kernels.rows_taps(s.Ho, s.Wo, xpad, layout.Wp, tap_off.data(), CRS, w + k_begin * CRS, CRS,
+                      k_end - k_begin, bias ? bias + k_begin : nullptr,
+                      y + (n * K + k_begin) * P, P);
+  });
+}
+
+// Weight gradient (plane_taps_preferred layers) as dot products over whole planes:
+//   sums[split][k][c][r][s][lane] += sum over (ho, wo) of one vector lane of
+//                                    dy[n][k][ho][wo] * xpad[c][ho + r*dh][wo + s*dw]
+// for the images n of the split, dy read in place: rows_dots runs a block of planes of dy
+// against the S taps of each window row, each vector loaded once per tile. Tasks: (split of
+// the batch, block of output channels); dW = the lanes, then the splits, summed in order, so
+// the result depends on the thread count only. Returns false where dW came out non-finite:
+// the zeroed lanes of a row's last vector (0 * dy) may have met an infinity, in dy or in an
+// x that no window of theirs reads, so the caller recomputes it exactly.
+template <typename T>
+bool weight_grad_plane_dots(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  constexpr int64_t L = 32 / sizeof(T);
+  const int64_t C = s.C, K = s.K, R = s.R, S = s.S, P = s.Ho * s.Wo;
+  const int64_t CRS = C * R * S;
+  const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const WindowLayout layout(s);
+  const int64_t Wp = layout.Wp, plane = layout.Hp * Wp;
+  const int nthreads = threads_for(2.0 * s.N * K * P * CRS, kMinFlopsPerThread, s.N * K);
+  const int64_t splits = std::min<int64_t>(nthreads, s.N);
+  const int64_t parts = std::min<int64_t>(ceil_div(nthreads, splits), ceil_div(K, 4));
+  const int64_t k_block = ceil_div(K, parts);
+  const int64_t split_size = K * CRS * L;
+  T* sums = thread_scratch<T>(kScratchPartials, splits * split_size);
+  T* scratch = thread_scratch<T>(kScratchColumns, nthreads * C * plane);
+  std::vector<int64_t> offsets(S);
+  for (int64_t t = 0; t < S; ++t) offsets[t] = t * s.dil_w;
+  std::vector<int64_t> windows(C * R);  // window row (c, r) of xpad
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < R; ++r) windows[c * R + r] = c * plane + r * s.dil_h * Wp;
+
+  parallel_for(splits * parts, nthreads, [&](int64_t task, int thread) {
+    const int64_t split = task / parts, part = task % parts;
+    const int64_t k_begin = std::min(K, part * k_block), k_end = std::min(K, k_begin + k_block);
+    T* xpad = scratch + thread * C * plane;
+    T* split_sums = sums + split * split_size;
+    std::fill(xpad, xpad + C * plane, T(0));  // the padding, never written after this
+    std::fill(split_sums + k_begin * CRS * L, split_sums + k_end * CRS * L, T(0));
+    for (int64_t n = s.N * split / splits; n < s.N * (split + 1) / splits; ++n) {
+      pad_image(s, layout, x, n, xpad);
+      kernels.rows_dots(s.Ho, s.Wo, dy + (n * K + k_begin) * P, P, k_end - k_begin, xpad,
+                        windows.data(), C * R, Wp, offsets.data(), S,
+                        split_sums + k_begin * CRS * L, CRS * L);
+    }
+  });
+  bool finite = true;
+  for (int64_t i = 0; i < K * CRS; ++i) {
+    T sum = 0;
+    for (int64_t split = 0; split < splits; ++split) {
+      const T* lanes = sums + split * split_size + i * L;
+      T part = lanes[0];
+      for (int64_t l = 1; l < L; ++l) part += lanes[l];
+      sum += part;
+    }
+    dw[i] = sum;
+    finite = finite && std::isfinite(sum);
+  }
+  return finite;
+}
+
 // Weight gradient of an ungrouped 1x1 layer (stride 1, no padding), whose column matrix is x
 // itself, transposed so that both operands come without a gather:
 //   dW^T (C x K) = sum_n x_n (C x P) * dy_n^T (P x K)
@@ -1097,6 +1218,7 @@ void pointwise_gemm(const MicroKernel<T>& uk, int64_t N, int64_t M, int64_t Kr, 
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if (s.N > 0 && s.K > 0 && plane_taps_preferred<T>(s)) return forward_plane_taps(s, x, w, bias, y);
   if (depthwise_preferred(s)) return depthwise_forward(s, x, w, bias, y);
   if (Conv2dShape sub; dilation_phases_preferred(s, &sub))
     return over_dilation_phases(s, sub, x, s.C, s.H, s.W, y, s.K, s.Ho, s.Wo,
@@ -1401,6 +1523,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
     return;
   if (winograd_preferred(s) && winograd_weight_grad(s, x, dy, dw)) return;
   if (phase_planes_weight_grad_preferred(s)) return weight_grad_phase_planes(s, x, dy, dw);
+  if (plane_taps_preferred<T>(s) && weight_grad_plane_dots(s, x, dy, dw)) return;
   if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
     const int64_t RS = s.R * s.S;
     T* dw2 = thread_scratch<T>(kScratchStacked, s.K * s.C * RS);

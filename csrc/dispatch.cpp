@@ -12,10 +12,13 @@ bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-bool cpu_has_avx512f() {
-  // Also checks that the OS saves the ZMM state (XGETBV).
+bool cpu_has_avx512() {
+  // Also checks that the OS saves the ZMM state (XGETBV). VL: the AVX-512 file's 256-bit
+  // kernels use the 32 vector registers (every AVX-512 CPU since Skylake-SP has it; Xeon Phi,
+  // without it, takes the AVX2 table).
   __builtin_cpu_init();
-  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl");
 }
 #endif
 
@@ -30,7 +33,7 @@ std::vector<IsaEntry> isa_table() {
   const bool avx2 = cpu_has_avx2_fma();
   // Only take the AVX2 table's address when the CPU can run it.
   table.push_back({avx2 ? &isa_kernels_avx2() : nullptr, avx2});
-  const bool avx512 = cpu_has_avx512f();
+  const bool avx512 = cpu_has_avx512();
   table.push_back({avx512 ? &isa_kernels_avx512() : nullptr, avx512});
 #endif
   return table;

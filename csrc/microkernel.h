@@ -89,6 +89,13 @@ struct PlaneGeometry {
 //                   for a dense out (rows x cols)
 //   flat_dots:      out[t] += sum_i a[i] * in[i + off[t]]      for t < taps
 //   rows_dots_9:    out[t] += sum_{i,j} a[i*cols + j] * in[i*Wp + j + off[t]], 9 taps, dense a
+//   rows_dots:      the same for kb dense planes of a (a_stride apart), any taps and several
+//                   planes in + in_offsets[w], w < windows, as lane partial sums:
+//                   sums[k*k_stride + (w*taps + t)*L + l] += the terms of vector lane l,
+//                   L = 32 / sizeof(T), cols >= L (the few-channel weight gradient, conv.cpp)
+//   rows_taps:      out[k*out_stride + i*cols + j] = bias[k] (0 if null) + sum_q
+//                   w[k*w_stride + q] * in[i*pitch + j + tap_off[q]], k < kb, q < taps, for a
+//                   dense out, cols >= L (the few-channel forward pass, conv.cpp)
 // flat_dots runs over long contiguous vectors (a few columns per row are computed and dropped).
 template <typename T>
 struct PlaneKernels {
@@ -102,6 +109,12 @@ struct PlaneKernels {
                     T* out);
   void (*rows_dots_9)(int64_t rows, int64_t cols, const T* a, const T* in, int64_t pitch,
                       const int64_t* off, T* out);
+  void (*rows_dots)(int64_t rows, int64_t cols, const T* a, int64_t a_stride, int64_t kb,
+                    const T* in, const int64_t* in_offsets, int64_t windows, int64_t pitch,
+                    const int64_t* off, int64_t taps, T* sums, int64_t k_stride);
+  void (*rows_taps)(int64_t rows, int64_t cols, const T* in, int64_t pitch,
+                    const int64_t* tap_off, int64_t taps, const T* w, int64_t w_stride,
+                    int64_t kb, const T* bias, T* out, int64_t out_stride);
 };
 
 // ISA-specific row kernels of the pooling interior, reached through IsaKernels::pool;

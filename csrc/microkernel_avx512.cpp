@@ -1,12 +1,14 @@
-// AVX-512F micro-kernels (compiled with -mavx512f -mavx2 -mfma; reached only through the
-// dispatch table after CPU detection): the tile of microkernel_tile.inc on zmm vectors, 12
-// accumulators, 2 B vectors and a broadcast of 32 zmm registers:
+// AVX-512F micro-kernels (compiled with -mavx512f -mavx512vl -mavx2 -mfma; reached only
+// through the dispatch table after CPU detection): the tile of microkernel_tile.inc on zmm
+// vectors, 12 accumulators, 2 B vectors and a broadcast of 32 zmm registers:
 //   float : 6 x 32 tile = 6 rows x 2 zmm of 16 floats
 //   double: 6 x 16 tile = 6 rows x 2 zmm of 8 doubles
 // The AVX2 kernels' shape at twice the width, so every caller's panel logic (MR = 6,
-// NR <= 32) holds. Only the GEMM tiles and the Winograd panel transforms (whose lanes are NR)
-// are AVX-512 code; the plane, pooling and transpose kernels of the table are the AVX2 ones
-// (every AVX-512 CPU runs AVX2).
+// NR <= 32) holds. Only the GEMM tiles, the Winograd panel transforms (whose lanes are NR),
+// rows_dots and rows_taps (256-bit vectors, but 32 registers: larger tiles) are AVX-512
+// code; the other
+// plane, pooling and transpose kernels of the table are the AVX2 ones (every AVX-512 CPU runs
+// AVX2).
 #include <immintrin.h>
 
 #include <type_traits>
@@ -77,6 +79,10 @@ IsaKernels make_table() {
   table.f64 = Tile<Zmm<double>>::table(&avx2.f64);
   table.winograd_f32 = winograd_avx512(table.winograd_f32);
   table.winograd_f64 = winograd_avx512(table.winograd_f64);
+  table.planes_f32.rows_dots = &rows_dots<float, 32>;
+  table.planes_f64.rows_dots = &rows_dots<double, 32>;
+  table.planes_f32.rows_taps = &rows_taps<float, 32>;
+  table.planes_f64.rows_taps = &rows_taps<double, 32>;
   return table;
 }
 

@@ -825,6 +825,77 @@ def test_weight_grad_pointwise(c, dtype, isa):
         np.testing.assert_array_equal(got, results[0])
 
 
+PLANE_DOTS_CASES = [  # N, C, H, W, K, kernel, stride, padding, dilation
+    (3, 3, 32, 32, 32, 3, 1, 1, 1),        # cifar_c1: K = 32 in blocks of 4 (AVX2: 3)
+    (2, 1, 28, 28, 6, 5, 1, 2, 1),         # LeNet's first layer: 5 taps a window row
+    (1, 1, 30, 33, 13, 7, 1, 3, 1),        # batch 1: dW's channels split; 7 taps as 4 + 3
+    (2, 2, 20, 29, 5, (3, 6), 1, 1, 1),    # 6 taps as 3 + 3; rows of 26
+    (2, 1, 18, 40, 7, (16, 1), 1, 0, 1),   # one tap a window row, 16 window rows
+    (2, 3, 24, 30, 9, 3, 1, 2, 2),         # dilated
+    (2, 5, 12, 26, 4, (2, 3), 1, 0, 1),    # C*S = 15; rows of 24 (3 float vectors exactly)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", PLANE_DOTS_CASES, ids=lambda c: fmt(c))
+def test_weight_grad_plane_dots(c, dtype, isa):
+    """Few input channels at stride 1 with rows of 24+ outputs (float64: 16+): the weight
+    gradient runs as dot products of dy's planes with the padded image's (rows_dots), in
+    tiles of up to 4 planes and 5 taps. Matches the reference at 1-4 threads, and each thread count gives the
+    same result on every call."""
+    x, dy, w_shape, args = _weight_grad_case(c, dtype)
+    N, _, Ho, Wo = dy.shape
+    C, kw = w_shape[1], w_shape[3]
+    assert Wo >= 24 and C * kw < 16 <= C * w_shape[2] * kw  # the path's condition
+    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
+    call = lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
+    counts = (1, 2, 3, 4)
+    for threads, got, again in zip(counts, at_thread_counts(call, counts),
+                                   at_thread_counts(call, counts)):
+        assert_close(got, want, dtype, N * Ho * Wo, f"{fmt(c)} {threads} threads")
+        np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", PLANE_DOTS_CASES, ids=lambda c: fmt(c))
+def test_forward_plane_taps(c, dtype, isa):
+    """The same layers' forward pass: tiles of up to 4 output planes by 4 vectors of a row
+    (the row's last vectors shifted back), every tap summed in registers, the bias added.
+    Matches the reference at 1-4 threads, bit for bit the same at each."""
+    N, C, H, W, K, kernel, stride, padding, dilation = c
+    kh, kw = ref.pair(kernel)
+    rng = np.random.default_rng(N * C * H * W * K)
+    x = rand(rng, (N, C, H, W), dtype)
+    w = rand(rng, (K, C, kh, kw), dtype)
+    b = rand(rng, (K,), dtype)
+    args = dict(stride=stride, padding=padding, dilation=dilation)
+    want = ref.conv2d(x, w, b, **args)
+    results = at_thread_counts(lambda: fastconv.conv2d(x, w, b, **args), (1, 2, 3, 4))
+    assert_close(results[0], want, dtype, C * kh * kw, fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_weight_grad_plane_dots_infinity_in_a_zeroed_lane(dtype, isa):
+    """Rows of 27: the last vector is shifted back over columns already counted, their lanes
+    multiplied by zero. An infinity of x there would give 0 * inf = NaN where the true sum is
+    an infinity; the path then recomputes dW exactly, and the infinities match the reference."""
+    c = (2, 3, 16, 27, 8, 3, 1, 1, 1)
+    x, dy, w_shape, args = _weight_grad_case(c, dtype)
+    x[0, 0, 5, 20] = np.inf   # float32: padded column 21, read by zeroed lanes 19-21
+    x[1, 2, 7, 23] = -np.inf  # float64: padded column 24, read by zeroed lane 23
+    with np.errstate(invalid="ignore"):
+        want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
+    got = fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
+    assert np.isinf(want).any() and not np.isnan(want).any()
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    finite = np.isfinite(want)
+    assert np.isfinite(got[finite]).all()
+    assert_close(got[finite], want[finite], dtype, 2 * 16 * 27, fmt(c))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation
     (3, 8, 100, 44, 17, 3, 2, 1, 1),       # L = 3300: splits end inside images at 2 threads
