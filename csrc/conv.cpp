@@ -1369,13 +1369,17 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     const Conv2dShape t = {s.N, s.K, s.Ho, s.Wo, s.C, s.R, s.S, s.H, s.W, 1, 1,
                            flip_pad_h, flip_pad_w, s.dil_h, s.dil_w, 1};
     const MicroKernel<T> uk_cl = fitted_microkernel(uk, t.K);  // columns: dx's C channels
-    if (s.K > 0 && forward_channels_last_preferred(t, uk_cl.nr, true)) {
+    // Few-channel layers (plane_taps_preferred, rows of dx as long): dx's few planes from
+    // rows_taps over all K*R*S taps of the padded dy.
+    const bool plane_taps = plane_taps_preferred<T>(s) && s.W >= s.Wo;
+    if (s.K > 0 && (plane_taps || forward_channels_last_preferred(t, uk_cl.nr, true))) {
       const int64_t RS = s.R * s.S;
       T* flipped = thread_scratch<T>(kScratchPartials, s.C * s.K * RS);
       for (int64_t c = 0; c < s.C; ++c)  // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
         for (int64_t k = 0; k < s.K; ++k)
           for (int64_t i = 0; i < RS; ++i)
             flipped[(c * s.K + k) * RS + i] = w[(k * s.C + c) * RS + RS - 1 - i];
+      if (plane_taps) return forward_plane_taps(t, dy, flipped, bias, dx);
       return forward_channels_last(t, uk_cl, dy, flipped, bias, dx);
     }
   }

@@ -877,6 +877,39 @@ def test_forward_plane_taps(c, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", [c for c in PLANE_DOTS_CASES
+                               if ref.pair(c[7])[1] <= (ref.pair(c[5])[1] - 1) * c[8]],
+                         ids=lambda c: fmt(c))
+def test_input_grad_plane_taps(c, dtype, isa):
+    """The same layers' input gradient (their padding at most the window's extent): dx's few
+    planes as a forward pass over the zero-padded dy with the flipped weights (rows_taps).
+    Matches the reference at 1-4 threads, bit for bit the same at each."""
+    x, dy, w_shape, args = _weight_grad_case(c, dtype)
+    rng = np.random.default_rng(len(fmt(c)))
+    w = rand(rng, w_shape, dtype)
+    want = ref.conv2d_input_grad(x.shape, w, dy, **args)
+    results = at_thread_counts(lambda: fastconv.conv2d_input_grad(x.shape, w, dy, **args),
+                               (1, 2, 3, 4))
+    assert_close(results[0], want, dtype, w_shape[0] * w_shape[2] * w_shape[3], fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_conv_transpose_plane_taps_bias(dtype, isa):
+    """A transposed convolution to 3 channels (the input gradient's plane path) adds its bias
+    to every output plane."""
+    rng = np.random.default_rng(7)
+    x = rand(rng, (2, 32, 30, 30), dtype)
+    w = rand(rng, (32, 3, 3, 3), dtype)
+    b = rand(rng, (3,), dtype)
+    want = ref.conv_transpose2d(x, w, b, padding=1)
+    got = fastconv.conv_transpose2d(x, w, b, padding=1)
+    assert got.shape == (2, 3, 30, 30)
+    assert_close(got, want, dtype, 32 * 9, "conv_transpose2d 32 -> 3")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_weight_grad_plane_dots_infinity_in_a_zeroed_lane(dtype, isa):
     """Rows of 27: the last vector is shifted back over columns already counted, their lanes
     multiplied by zero. An infinity of x there would give 0 * inf = NaN where the true sum is
