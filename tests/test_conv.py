@@ -825,6 +825,19 @@ def test_weight_grad_pointwise(c, dtype, isa):
         np.testing.assert_array_equal(got, results[0])
 
 
+def _check_weight_grad_at_thread_counts(x, dy, w_shape, args, dtype, what):
+    """The weight gradient matches the reference at 1-4 threads, and each thread count gives
+    the same result on every call."""
+    N, _, Ho, Wo = dy.shape
+    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
+    call = lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
+    counts = (1, 2, 3, 4)
+    for threads, got, again in zip(counts, at_thread_counts(call, counts),
+                                   at_thread_counts(call, counts)):
+        assert_close(got, want, dtype, N * Ho * Wo, f"{what} {threads} threads")
+        np.testing.assert_array_equal(got, again)
+
+
 PLANE_DOTS_CASES = [  # N, C, H, W, K, kernel, stride, padding, dilation
     (3, 3, 32, 32, 32, 3, 1, 1, 1),        # cifar_c1: K = 32 in blocks of 4 (AVX2: 3)
     (2, 1, 28, 28, 6, 5, 1, 2, 1),         # LeNet's first layer: 5 taps a window row
@@ -841,19 +854,13 @@ PLANE_DOTS_CASES = [  # N, C, H, W, K, kernel, stride, padding, dilation
 def test_weight_grad_plane_dots(c, dtype, isa):
     """Few input channels at stride 1 with rows of 24+ outputs (float64: 16+): the weight
     gradient runs as dot products of dy's planes with the padded image's (rows_dots), in
-    tiles of up to 4 planes and 5 taps. Matches the reference at 1-4 threads, and each thread count gives the
-    same result on every call."""
+    tiles of up to 4 planes and 5 taps. Matches the reference at 1-4 threads, and each thread
+    count gives the same result on every call."""
     x, dy, w_shape, args = _weight_grad_case(c, dtype)
-    N, _, Ho, Wo = dy.shape
+    Wo = dy.shape[3]
     C, kw = w_shape[1], w_shape[3]
     assert Wo >= 24 and C * kw < 16 <= C * w_shape[2] * kw  # the path's condition
-    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
-    call = lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
-    counts = (1, 2, 3, 4)
-    for threads, got, again in zip(counts, at_thread_counts(call, counts),
-                                   at_thread_counts(call, counts)):
-        assert_close(got, want, dtype, N * Ho * Wo, f"{fmt(c)} {threads} threads")
-        np.testing.assert_array_equal(got, again)
+    _check_weight_grad_at_thread_counts(x, dy, w_shape, args, dtype, fmt(c))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -934,8 +941,8 @@ def test_weight_grad_plane_dots_infinity_in_a_zeroed_lane(dtype, isa):
     (3, 8, 100, 44, 17, 3, 2, 1, 1),       # L = 3300: splits end inside images at 2 threads
     (1, 8, 140, 64, 16, 3, 2, 1, 1),       # batch 1: two splits of one image
     (5, 2, 61, 40, 12, 5, 2, 2, 1),        # window rows stacked into the channels
-    (2, 3, 120, 32, 32, 3, 1, 1, 1),       # stride 1, stacked (cifar_c1's rows)
-    (64, 1, 28, 28, 6, 5, 1, 2, 1),        # one input channel (LeNet's first layer)
+    (2, 3, 120, 14, 32, 3, 1, 1, 1),       # stride 1, stacked (rows too short for the planes)
+    (64, 1, 14, 14, 6, 5, 1, 2, 1),        # one input channel, stride 1, rows of 14
     (4, 1, 30, 30, 5, 3, 2, 1, 1),         # one input channel, stride 2
     (4, 16, 50, 50, 9, 3, 2, 1, 2),        # dilated width: a segment per tap
     (3, 16, 30, 30, 70, 3, 2, 1, 1),       # L = 675: one split, dW's rows split instead
@@ -946,12 +953,6 @@ def test_weight_grad_channels_last_splits(c, dtype, isa):
     partial dW in order; a short reduction splits dW's rows instead. Matches the reference at
     1-4 threads, and each thread count gives the same result on every call."""
     x, dy, w_shape, args = _weight_grad_case(c, dtype)
-    N, _, Ho, Wo = dy.shape
+    Wo = dy.shape[3]
     assert Wo < 64  # not the phase-plane path
-    want = ref.conv2d_weight_grad(x, w_shape, dy, **args)
-    call = lambda: fastconv.conv2d_weight_grad(x, w_shape, dy, **args)
-    counts = (1, 2, 3, 4)
-    for threads, got, again in zip(counts, at_thread_counts(call, counts),
-                                   at_thread_counts(call, counts)):
-        assert_close(got, want, dtype, N * Ho * Wo, f"{fmt(c)} {threads} threads")
-        np.testing.assert_array_equal(got, again)
+    _check_weight_grad_at_thread_counts(x, dy, w_shape, args, dtype, fmt(c))
