@@ -864,10 +864,15 @@ def test_weight_grad_plane_dots(c, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("c", PLANE_DOTS_CASES, ids=lambda c: fmt(c))
+@pytest.mark.parametrize("c", PLANE_DOTS_CASES + [
+    (3, 3, 14, 14, 32, 3, 1, 1, 1),        # rows of 14: the forward pass takes short rows too
+    (2, 2, 9, 10, 7, 3, 1, 1, 1),          # rows of 10: two float vectors, overlapping
+    (2, 3, 8, 8, 5, 3, 1, 1, 1),           # rows of one float vector
+], ids=lambda c: fmt(c))
 def test_forward_plane_taps(c, dtype, isa):
-    """The same layers' forward pass: tiles of up to 4 output planes by 4 vectors of a row
-    (the row's last vectors shifted back), every tap summed in registers, the bias added.
+    """The same layers' forward pass, rows as short as one vector: tiles of up to 4 output
+    planes by 4 vectors of a row (the row's last vectors shifted back), every tap summed in
+    registers, the bias added.
     Matches the reference at 1-4 threads, bit for bit the same at each."""
     N, C, H, W, K, kernel, stride, padding, dilation = c
     kh, kw = ref.pair(kernel)
