@@ -6,9 +6,9 @@
 // column-phase planes (forward_parity_planes); 1x1 forward passes and input gradients on a
 // packed GEMM with W (W^T) packed once (pointwise_gemm); the weight gradients of few-channel
 // layers with long output rows and of 1x1 layers transposed, dW^T = col * dy^T
-// (weight_grad_phase_planes, weight_grad_pointwise); few-channel stride-1 forward passes and
-// weight gradients as direct loops over zero-padded planes (forward_plane_taps,
-// weight_grad_plane_dots).
+// (weight_grad_phase_planes, weight_grad_pointwise); few-channel stride-1 layers' three passes
+// as direct loops over zero-padded planes (forward_plane_taps, also for the input gradient as
+// the flipped layer's forward pass; weight_grad_plane_dots).
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
 //   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]

@@ -5,10 +5,9 @@
 //   double: 6 x 16 tile = 6 rows x 2 zmm of 8 doubles
 // The AVX2 kernels' shape at twice the width, so every caller's panel logic (MR = 6,
 // NR <= 32) holds. Only the GEMM tiles, the Winograd panel transforms (whose lanes are NR),
-// rows_dots and rows_taps (256-bit vectors, but 32 registers: larger tiles) are AVX-512
-// code; the other
-// plane, pooling and transpose kernels of the table are the AVX2 ones (every AVX-512 CPU runs
-// AVX2).
+// rows_dots and rows_taps (256-bit vectors, but 32 registers: larger tiles) are AVX-512 code;
+// the other plane, pooling and transpose kernels of the table are the AVX2 ones (every
+// AVX-512 CPU runs AVX2).
 #include <immintrin.h>
 
 #include <type_traits>
