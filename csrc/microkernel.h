@@ -143,6 +143,20 @@ using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw,
 template <typename T>
 using MaxBackward2x2Fn = bool (*)(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo,
                                   int64_t W, T* dx);
+// max_rows / avg_rows: `rows` output rows of `count` outputs, dense in y (and idx), every
+//   window inside the image: row h is max_row / avg_row at xr + h*x_step with c0 = 0, its
+//   indices (if idx is not null) ((plane_row0 + h) % plane_rows) * x_step + the winner's place
+//   in the window (a stack of planes of plane_rows output rows each, the indices within each
+//   plane, the first row being row plane_row0 of its plane). Reads
+//   stay below xr + readable; writes only the rows' outputs.
+template <typename T>
+using MaxRowsFn = void (*)(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows,
+                           int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t sw,
+                           int64_t count, int64_t readable, T* y, int64_t* idx);
+template <typename T>
+using AvgRowsFn = void (*)(const T* xr, int64_t rows, int64_t x_step, int64_t nrows,
+                           int64_t rstep, int64_t kw, int64_t sw, int64_t count, int64_t readable,
+                           T divisor, T* y);
 struct PoolRowKernels {
   MaxRowFn<float> max_row_f32;
   AvgRowFn<float> avg_row_f32;
@@ -150,6 +164,10 @@ struct PoolRowKernels {
   AvgRowFn<double> avg_row_f64;
   MaxBackward2x2Fn<float> max_backward_2x2_f32;
   MaxBackward2x2Fn<double> max_backward_2x2_f64;
+  MaxRowsFn<float> max_rows_f32;
+  AvgRowsFn<float> avg_rows_f32;
+  MaxRowsFn<double> max_rows_f64;
+  AvgRowsFn<double> avg_rows_f64;
 };
 
 // Winograd F(2x2, 3x3) transforms of one panel of NR consecutive 2x2 output tiles (NR = the

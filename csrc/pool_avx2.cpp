@@ -14,7 +14,9 @@
 //   division.
 // The last block is shifted back to end at `count` (a few outputs are computed twice, alike);
 // rows shorter than L outputs are one block with masked loads and stores (whole stores where
-// the caller allows them to run on). No loads outside the taps' columns.
+// the caller allows them to run on). No loads outside the taps' columns, except in the rows
+// kernels (max_rows, avg_rows), whose short rows read on into the next rows, never past the
+// input.
 // max backward of 2x2 blocks, 4 outputs a step: their int64 indices minus the blocks' first
 // elements, compared with 0, 1, W, W+1, give 4 lane masks, interleaved into the masks of the
 // 8 elements of each of the two rows; dy, each value doubled, is stored under them (and).
@@ -328,6 +330,100 @@ void avg_row(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw, 
   }
 }
 
+// The rows kernels (PoolRowKernels::max_rows, avg_rows): the row kernels above over a stack of
+// rows in one call. Rows shorter than a vector take plain loads wherever the block's reads stay
+// inside `readable` (the next row's values fill the unused lanes) and whole stores wherever the
+// vector ends inside the call's outputs (the next rows overwrite its surplus lanes): masked
+// loads and stores only at the end of the stack.
+template <typename T, int SW>
+void max_rows_short_avx2(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows,
+                         int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t count,
+                         int64_t readable, T* y, int64_t* idx) {
+  using A = Avx2<T>;
+  constexpr int L = A::kLanes;
+  const ShortRowMasks masks = short_row_masks<T, SW>(count);
+  const auto plain = [](const T* q, bool even) { return load_tap<T, SW>(q, even); };
+  const auto masked = [&masks](const T* q, bool even) {
+    return load_tap_masked<T, SW>(q, even, masks.loads);
+  };
+  const int64_t span = (nrows - 1) * rstep + (kw - 1) * dw + (SW == 1 ? L : 2 * L);
+  int64_t plane_row = plane_row0;
+  for (int64_t h = 0; h < rows; ++h) {
+    typename A::V cur, code;
+    if (h * x_step + span <= readable)
+      max_block<T>(xr + h * x_step, nrows, rstep, kw, dw, plain, &cur, &code);
+    else
+      max_block<T>(xr + h * x_step, nrows, rstep, kw, dw, masked, &cur, &code);
+    const bool whole = (rows - h) * count >= L;
+    if (whole)
+      A::store(y + h * count, unshuffle<T, SW>(cur));
+    else
+      A::maskstore(y + h * count, masks.store, unshuffle<T, SW>(cur));
+    if (idx)
+      A::store_indices(unshuffle<T, SW>(code), plane_row * x_step, SW, whole ? L : count,
+                       idx + h * count);
+    if (++plane_row == plane_rows) plane_row = 0;
+  }
+}
+
+template <typename T>
+void max_rows(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows, int64_t plane_row0,
+              int64_t nrows,
+              int64_t rstep, int64_t kw, int64_t dw, int64_t sw, int64_t count,
+              int64_t readable, T* y, int64_t* idx) {
+  if (count < Avx2<T>::kLanes) {
+    if (sw == 1)
+      max_rows_short_avx2<T, 1>(xr, rows, x_step, plane_rows, plane_row0, nrows, rstep, kw, dw, count,
+                                readable, y, idx);
+    else
+      max_rows_short_avx2<T, 2>(xr, rows, x_step, plane_rows, plane_row0, nrows, rstep, kw, dw, count,
+                                readable, y, idx);
+    return;
+  }
+  for (int64_t h = 0; h < rows; ++h)
+    max_row<T>(xr + h * x_step, nrows, rstep, kw, dw, sw, 0, count, count, y + h * count,
+               idx ? idx + h * count : nullptr, (plane_row0 + h) % plane_rows * x_step);
+}
+
+template <typename T, int SW>
+void avg_rows_short_avx2(const T* xr, int64_t rows, int64_t x_step, int64_t nrows,
+                         int64_t rstep, int64_t kw, int64_t count, int64_t readable, T divisor,
+                         T* y) {
+  using A = Avx2<T>;
+  constexpr int L = A::kLanes;
+  const ShortRowMasks masks = short_row_masks<T, SW>(count);
+  const auto plain = [](const T* q, bool even) { return load_tap<T, SW>(q, even); };
+  const auto masked = [&masks](const T* q, bool even) {
+    return load_tap_masked<T, SW>(q, even, masks.loads);
+  };
+  const int64_t span = (nrows - 1) * rstep + (kw - 1) + (SW == 1 ? L : 2 * L);
+  for (int64_t h = 0; h < rows; ++h) {
+    const T* p = xr + h * x_step;
+    const typename A::V v =
+        unshuffle<T, SW>(h * x_step + span <= readable
+                             ? avg_block<T>(p, nrows, rstep, kw, divisor, plain)
+                             : avg_block<T>(p, nrows, rstep, kw, divisor, masked));
+    if ((rows - h) * count >= L)
+      A::store(y + h * count, v);
+    else
+      A::maskstore(y + h * count, masks.store, v);
+  }
+}
+
+template <typename T>
+void avg_rows(const T* xr, int64_t rows, int64_t x_step, int64_t nrows, int64_t rstep,
+              int64_t kw, int64_t sw, int64_t count, int64_t readable, T divisor, T* y) {
+  if (count < Avx2<T>::kLanes) {
+    if (sw == 1)
+      avg_rows_short_avx2<T, 1>(xr, rows, x_step, nrows, rstep, kw, count, readable, divisor, y);
+    else
+      avg_rows_short_avx2<T, 2>(xr, rows, x_step, nrows, rstep, kw, count, readable, divisor, y);
+    return;
+  }
+  for (int64_t h = 0; h < rows; ++h)
+    avg_row<T>(xr + h * x_step, nrows, rstep, kw, sw, 0, count, divisor, y + h * count);
+}
+
 // Outputs l .. l+3 of one row of blocks: first = the blocks' first elements (base + 2l + 2i).
 template <typename T>
 inline void max_backward_2x2_step(const int64_t* idx, const T* dy, __m256i first, __m256i w,
@@ -388,6 +484,7 @@ bool max_backward_2x2(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo, i
 
 const PoolRowKernels kPoolRowKernelsAvx2 = {
     &max_row<float>,          &avg_row<float>,          &max_row<double>, &avg_row<double>,
-    &max_backward_2x2<float>, &max_backward_2x2<double>};
+    &max_backward_2x2<float>, &max_backward_2x2<double>, &max_rows<float>, &avg_rows<float>,
+    &max_rows<double>,        &avg_rows<double>};
 
 }  // namespace fastconv

@@ -5,7 +5,8 @@ import pytest
 
 import fastconv
 import reference as ref
-from helpers import assert_close, fmt, rand, with_layout, LAYOUTS
+from helpers import (LAYOUTS, assert_bitwise_equal, assert_close, at_thread_counts, child_report,
+                     fmt, rand, run_child, with_layout)
 
 DATA_KINDS = ("normal", "normal", "ties", "const", "nan", "neginf", "nan_neginf")
 
@@ -494,6 +495,84 @@ def test_pool_row_blocks_thread_invariant(shape, isa):
     for r in results[1:]:
         for got, want in zip(r, results[0]):
             np.testing.assert_array_equal(got, want)
+
+
+# Windows that tile the planes' rows (no padding, H = Ho * stride): the planes are pooled as
+# one stack of rows, a task's block of it in one kernel call, starting anywhere in a plane.
+# Rows of 1-17 outputs (vectors of 8 floats / 4 doubles: short rows, whole vectors, shifted
+# last vectors), unused last columns, stride 1 along the rows, dilation.
+STACKED_CASES = [  # shape, kernel, stride, dilation
+    ((64, 16, 10, 10), 2, None, 1), ((3, 5, 6, 7), 2, None, 1), ((2, 3, 8, 4), 2, None, 1),
+    ((1, 1, 6, 6), 3, None, 1), ((2, 2, 4, 18), (2, 1), (2, 1), 1), ((4, 3, 9, 33), 3, None, 1),
+    ((2, 3, 9, 11), 2, 3, 2), ((5, 1, 12, 2), 2, None, 1), ((1, 3, 14, 9), (2, 3), (2, 3), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", STACKED_CASES, ids=lambda c: f"{c[0]}_k{fmt(c[1])}_s{fmt(c[2])}_d{c[3]}")
+def test_pool_stacked_rows(case, dtype, isa):
+    shape, k, s, d = case
+    rng = np.random.default_rng(sum(shape) + len(str(case)))
+    for kind in ("normal", "ties", "nan", "neginf"):
+        x = _make_data(rng, shape, kind, dtype)
+        args = dict(kernel_size=k, stride=s, dilation=d)
+        want, want_idx = ref.max_pool2d(x, return_indices=True, **args)
+        runs = at_thread_counts(lambda: (*fastconv.max_pool2d(x, return_indices=True, **args),
+                                         fastconv.max_pool2d(x, **args)), (1, 2, 3, 4))
+        for got, idx, got_plain in runs:
+            np.testing.assert_array_equal(got, want.astype(dtype))
+            np.testing.assert_array_equal(idx, want_idx)
+            np.testing.assert_array_equal(got_plain, got)
+    if d != 1:
+        return
+    xa = rand(rng, shape, dtype)
+    kh, kw = ref.pair(k)
+    for override in (None, 3):
+        aargs = dict(kernel_size=k, stride=s, divisor_override=override)
+        want = ref.avg_pool2d(xa, **aargs)
+        runs = at_thread_counts(lambda: fastconv.avg_pool2d(xa, **aargs), (1, 2, 3, 4))
+        assert_close(runs[0], want, dtype, kh * kw, str(case))
+        for got in runs[1:]:
+            assert_bitwise_equal(got, runs[0], str(case))
+
+
+GUARDED_POOL_CHILD = """
+import ctypes, mmap
+import reference as ref
+page = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+fastconv.set_isa({isa!r})
+rng = np.random.default_rng(0)
+for shape, k, dtype in {cases!r}:
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    pages = -(-nbytes // page) + 1
+    buf = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(base + (pages - 1) * page, page, 0) == 0  # PROT_NONE: reads fault
+    x = np.frombuffer(buf, dtype, int(np.prod(shape)), (pages - 1) * page - nbytes).reshape(shape)
+    x[...] = rng.standard_normal(shape)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        y, idx = fastconv.max_pool2d(x, k, return_indices=True)
+        want, want_idx = ref.max_pool2d(x, k, return_indices=True)
+        assert np.array_equal(y, want.astype(dtype)) and np.array_equal(idx, want_idx), shape
+        a = fastconv.avg_pool2d(x, k)
+        assert np.allclose(a, ref.avg_pool2d(x, k), rtol=1e-5, atol=1e-6), shape
+print("ok")
+"""
+
+
+def test_pool_stacked_rows_read_nothing_past_the_input(isa):
+    """The stacked rows' unmasked loads run into the next rows: at the end of the input they
+    must stop, here at an unreadable page right after the last element (in a child process:
+    a read past it is a crash)."""
+    cases = [((3, 2, 10, 10), 2, "float32"), ((1, 1, 4, 6), 2, "float32"),
+             ((2, 3, 6, 9), 3, "float32"), ((2, 2, 10, 10), 2, "float64"),
+             ((1, 4, 4, 2), 2, "float64"), ((1, 1, 2, 34), 2, "float32")]
+    proc = run_child(GUARDED_POOL_CHILD.format(isa=isa, cases=cases))
+    assert proc.returncode == 0 and "ok" in proc.stdout, child_report(proc)
 
 
 def test_avg_pool_backward_matches_torch_order_exactly():
