@@ -484,6 +484,36 @@ void avg_backward_rows(const Pool2dShape& s, const AvgBackwardScratch& L, const 
 // bits), then copied kw times along each of its kh dx rows; columns no window covers are 0.
 // The loops are plain so that GCC vectorises them (one division per output, not per input:
 // with a scalar division per dx element, 32x32x32x32 k2 ran at 4.5 GB/s).
+// The kh rows of dx (row length W) under one row of Wo side-by-side windows kh x kw that all
+// hold `divisor` inputs: 0 + dy / divisor under each window (g: Wo values of scratch), 0 past
+// the last window.
+template <typename T>
+void avg_backward_window_rows(int64_t kh, int64_t kw, int64_t Wo, int64_t W, const T* dyrow,
+                              T divisor, T* g, T* dx) {
+  for (int64_t wo = 0; wo < Wo; ++wo) g[wo] = T(0) + dyrow[wo] / divisor;
+  if (kh == 2 && kw == 2) {  // LeNet's pools: both rows at once
+    T* dx1 = dx + W;
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      dx[2 * wo] = dx[2 * wo + 1] = g[wo];
+      dx1[2 * wo] = dx1[2 * wo + 1] = g[wo];
+    }
+    std::fill(dx + Wo * kw, dx + W, T(0));
+    std::fill(dx1 + Wo * kw, dx1 + W, T(0));
+    return;
+  }
+  if (kw == 2) {
+    for (int64_t wo = 0; wo < Wo; ++wo) {
+      dx[2 * wo] = g[wo];
+      dx[2 * wo + 1] = g[wo];
+    }
+  } else {
+    for (int64_t wo = 0; wo < Wo; ++wo)
+      for (int64_t j = 0; j < kw; ++j) dx[wo * kw + j] = g[wo];
+  }
+  std::fill(dx + Wo * kw, dx + W, T(0));
+  for (int64_t i = 1; i < kh; ++i) copy_run(dx, W, dx + i * W);
+}
+
 template <typename T>
 void avg_backward_disjoint_rows(const Pool2dShape& s, const AvgFactors<T>& f,
                                 bool count_include_pad, int64_t divisor_override, const T* dy,
@@ -565,11 +595,13 @@ bool max_backward_disjoint_2x2(MaxBackward2x2Fn<T> blocks, int64_t H, int64_t W,
 // kernel's masks were most of the time of LeNet's pools, 5 and 14 outputs a row: bench/ab.py
 // --flush, both orders, 2 threads: 64x16x10x10 max 1.8-2.2x, avg 2.0-2.4x; 64x6x28x28
 // 1.1-1.3x; float64 1.1-1.35x).
+bool rows_stack(const Pool2dShape& s) {
+  return s.pad_h == 0 && s.pad_w == 0 && s.Ho > 0 && s.Wo > 0 && s.H == s.Ho * s.stride_h &&
+         (s.Ho - 1) * s.stride_h + (s.kh - 1) * s.dil_h < s.H &&
+         (s.Wo - 1) * s.stride_w + (s.kw - 1) * s.dil_w < s.W;
+}
 bool stacked_rows(const Pool2dShape& s, const PoolRowKernels* isa) {
-  return isa && s.pad_h == 0 && s.pad_w == 0 && s.Ho > 0 && s.Wo > 0 &&
-         s.H == s.Ho * s.stride_h && (s.Ho - 1) * s.stride_h + (s.kh - 1) * s.dil_h < s.H &&
-         (s.Wo - 1) * s.stride_w + (s.kw - 1) * s.dil_w < s.W &&
-         (s.stride_w == 1 || (s.stride_w == 2 && s.kw >= 2)) &&
+  return isa && rows_stack(s) && (s.stride_w == 1 || (s.stride_w == 2 && s.kw >= 2)) &&
          s.kh * s.dil_h * s.W <= std::numeric_limits<int32_t>::max();  // int32 window codes
 }
 
@@ -577,9 +609,9 @@ bool stacked_rows(const Pool2dShape& s, const PoolRowKernels* isa) {
 template <typename Body>
 void for_stack_blocks(int64_t rows, int nthreads, const Body& body) {
   const int64_t block = std::max<int64_t>(1, ceil_div(rows, 4 * int64_t(nthreads)));
-  parallel_for(ceil_div(rows, block), nthreads, [&](int64_t task, int) {
+  parallel_for(ceil_div(rows, block), nthreads, [&](int64_t task, int thread) {
     const int64_t h0 = task * block;
-    body(h0, std::min(rows, h0 + block) - h0);
+    body(h0, std::min(rows, h0 + block) - h0, thread);
   });
 }
 
@@ -591,7 +623,7 @@ void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* indices
   if (stacked_rows(s, isa)) {
     const MaxRowsFn<T> rows_kernel = isa_max_rows<T>(isa);
     const int64_t x_step = s.stride_h * s.W, x_size = s.N * s.C * HW;
-    for_stack_blocks(s.N * s.C * s.Ho, nthreads, [&](int64_t h0, int64_t rows) {
+    for_stack_blocks(s.N * s.C * s.Ho, nthreads, [&](int64_t h0, int64_t rows, int) {
       rows_kernel(x + h0 * x_step, rows, x_step, s.Ho, h0 % s.Ho, s.kh, s.dil_h * s.W, s.kw, s.dil_w,
                   s.stride_w, s.Wo, x_size - h0 * x_step, y + h0 * s.Wo,
                   indices ? indices + h0 * s.Wo : nullptr);
@@ -679,7 +711,7 @@ void avg_pool2d_forward(const Pool2dShape& s, bool count_include_pad, int64_t di
                                                  count_include_pad, divisor_override));
     const AvgRowsFn<T> rows_kernel = isa_avg_rows<T>(isa);
     const int64_t x_step = s.stride_h * s.W, x_size = s.N * s.C * HW;
-    for_stack_blocks(s.N * s.C * s.Ho, nthreads, [&](int64_t h0, int64_t rows) {
+    for_stack_blocks(s.N * s.C * s.Ho, nthreads, [&](int64_t h0, int64_t rows, int) {
       rows_kernel(x + h0 * x_step, rows, x_step, s.kh, s.W, s.kw, s.stride_w, s.Wo,
                   x_size - h0 * x_step, divisor, y + h0 * s.Wo);
     });
@@ -708,6 +740,20 @@ void avg_pool2d_backward(const Pool2dShape& s, bool count_include_pad, int64_t d
     // longer than one on 10x10 planes; so does the gather's scratch below).
     const int64_t row_stride = round_up(s.Wo, line);
     AlignedBuffer<T> rows(nthreads * row_stride);
+    if (rows_stack(s) && s.Wo * s.kw <= s.W) {
+      // Windows that tile the planes' rows: the stack of all planes' output rows, each task a
+      // block of it, in one loop (per plane and row, avg_backward_disjoint_rows's work was
+      // most of the time of LeNet's second pool, 5 outputs a row).
+      const T divisor = static_cast<T>(avg_divisor(AvgWindow{0, s.kh, s.kh},
+                                                   AvgWindow{0, s.kw, s.kw}, count_include_pad,
+                                                   divisor_override));
+      return for_stack_blocks(planes * s.Ho, nthreads, [&](int64_t h0, int64_t count, int thread) {
+        T* g = rows.data() + thread * row_stride;
+        for (int64_t h = h0; h < h0 + count; ++h)
+          avg_backward_window_rows(s.kh, s.kw, s.Wo, s.W, dy + h * s.Wo, divisor, g,
+                                   dx + h * s.kh * s.W);
+      });
+    }
     return for_row_blocks(planes, s.H, nthreads, [&](int64_t plane, int64_t r0, int64_t r1,
                                                      int thread) {
       avg_backward_disjoint_rows(s, f, count_include_pad, divisor_override, dy + plane * P,

@@ -530,10 +530,16 @@ def test_pool_stacked_rows(case, dtype, isa):
     for override in (None, 3):
         aargs = dict(kernel_size=k, stride=s, divisor_override=override)
         want = ref.avg_pool2d(xa, **aargs)
-        runs = at_thread_counts(lambda: fastconv.avg_pool2d(xa, **aargs), (1, 2, 3, 4))
-        assert_close(runs[0], want, dtype, kh * kw, str(case))
+        go = rand(rng, want.shape, dtype)
+        want_dx = ref.avg_pool2d_backward(go, shape, **aargs)
+        runs = at_thread_counts(lambda: (fastconv.avg_pool2d(xa, **aargs),
+                                         fastconv.avg_pool2d_backward(go, shape, **aargs)),
+                                (1, 2, 3, 4))
+        assert_close(runs[0][0], want, dtype, kh * kw, str(case))
+        assert_close(runs[0][1], want_dx, dtype, 1, str(case))
         for got in runs[1:]:
-            assert_bitwise_equal(got, runs[0], str(case))
+            assert_bitwise_equal(got[0], runs[0][0], str(case))
+            assert_bitwise_equal(got[1], runs[0][1], str(case))
 
 
 GUARDED_POOL_CHILD = """
