@@ -75,23 +75,34 @@ int panel_runs(const WinogradGeometry& g, int64_t first_tile, int nr, WinogradTi
 template <typename T>
 void transform_weights(const T* w, int64_t K, int64_t C, bool flip, int64_t k, T* u) {
   const T half = T(0.5);
-  for (int64_t c = 0; c < C; ++c) {
-    T g[3][3];
-    for (int r = 0; r < 3; ++r)
-      for (int s = 0; s < 3; ++s)
-        g[r][s] = flip ? w[((c * K + k) * 3 + 2 - r) * 3 + 2 - s] : w[((k * C + c) * 3 + r) * 3 + s];
-    T gg[4][3];  // G g
-    for (int s = 0; s < 3; ++s) {
-      gg[0][s] = g[0][s];
-      gg[1][s] = half * (g[0][s] + g[1][s] + g[2][s]);
-      gg[2][s] = half * (g[0][s] - g[1][s] + g[2][s]);
-      gg[3][s] = g[2][s];
+  // Blocks of channels through a local buffer, then 16 contiguous runs out: storing each
+  // channel's 16 values straight into u hit 16 rows K*C apart, which share L1 sets when
+  // K*C*sizeof(T) is a multiple of 4 KiB (64x64: 3.2x slower).
+  constexpr int64_t kBlock = 64;
+  T t[16 * kBlock];
+  for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+    const int64_t cb = std::min(kBlock, C - c0);
+    for (int64_t c = c0; c < c0 + cb; ++c) {
+      T g[3][3];
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s)
+          g[r][s] = flip ? w[((c * K + k) * 3 + 2 - r) * 3 + 2 - s]
+                         : w[((k * C + c) * 3 + r) * 3 + s];
+      T gg[4][3];  // G g
+      for (int s = 0; s < 3; ++s) {
+        gg[0][s] = g[0][s];
+        gg[1][s] = half * (g[0][s] + g[1][s] + g[2][s]);
+        gg[2][s] = half * (g[0][s] - g[1][s] + g[2][s]);
+        gg[3][s] = g[2][s];
+      }
+      for (int i = 0; i < 4; ++i) {  // (G g) G^T
+        const T row[4] = {gg[i][0], half * (gg[i][0] + gg[i][1] + gg[i][2]),
+                          half * (gg[i][0] - gg[i][1] + gg[i][2]), gg[i][2]};
+        for (int j = 0; j < 4; ++j) t[(i * 4 + j) * kBlock + c - c0] = row[j];
+      }
     }
-    for (int i = 0; i < 4; ++i) {  // (G g) G^T
-      const T row[4] = {gg[i][0], half * (gg[i][0] + gg[i][1] + gg[i][2]),
-                        half * (gg[i][0] - gg[i][1] + gg[i][2]), gg[i][2]};
-      for (int j = 0; j < 4; ++j) u[((i * 4 + j) * K + k) * C + c] = row[j];
-    }
+    for (int64_t ij = 0; ij < 16; ++ij)
+      std::copy(t + ij * kBlock, t + ij * kBlock + cb, u + (ij * K + k) * C + c0);
   }
 }
 
