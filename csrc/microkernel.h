@@ -147,12 +147,13 @@ using MaxBackward2x2Fn = bool (*)(const int64_t* idx, const T* dy, int64_t Ho, i
 //   window inside the image: row h is max_row / avg_row at xr + h*x_step with c0 = 0, its
 //   indices (if idx is not null) ((plane_row0 + h) % plane_rows) * x_step + the winner's place
 //   in the window (a stack of planes of plane_rows output rows each, the indices within each
-//   plane, the first row being row plane_row0 of its plane). Reads
-//   stay below xr + readable; writes only the rows' outputs.
+//   plane, the first row being row plane_row0 of its plane). Reads stay below
+//   xr + readable; writes only the rows' outputs.
 template <typename T>
 using MaxRowsFn = void (*)(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows,
-                           int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t sw,
-                           int64_t count, int64_t readable, T* y, int64_t* idx);
+                           int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw,
+                           int64_t dw, int64_t sw, int64_t count, int64_t readable, T* y,
+                           int64_t* idx);
 template <typename T>
 using AvgRowsFn = void (*)(const T* xr, int64_t rows, int64_t x_step, int64_t nrows,
                            int64_t rstep, int64_t kw, int64_t sw, int64_t count, int64_t readable,

@@ -337,8 +337,8 @@ void avg_row(const T* xr, int64_t nrows, int64_t rstep, int64_t kw, int64_t sw, 
 // loads and stores only at the end of the stack.
 template <typename T, int SW>
 void max_rows_short_avx2(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows,
-                         int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t count,
-                         int64_t readable, T* y, int64_t* idx) {
+                         int64_t plane_row0, int64_t nrows, int64_t rstep, int64_t kw,
+                         int64_t dw, int64_t count, int64_t readable, T* y, int64_t* idx) {
   using A = Avx2<T>;
   constexpr int L = A::kLanes;
   const ShortRowMasks masks = short_row_masks<T, SW>(count);
@@ -368,17 +368,12 @@ void max_rows_short_avx2(const T* xr, int64_t rows, int64_t x_step, int64_t plan
 
 template <typename T>
 void max_rows(const T* xr, int64_t rows, int64_t x_step, int64_t plane_rows, int64_t plane_row0,
-              int64_t nrows,
-              int64_t rstep, int64_t kw, int64_t dw, int64_t sw, int64_t count,
+              int64_t nrows, int64_t rstep, int64_t kw, int64_t dw, int64_t sw, int64_t count,
               int64_t readable, T* y, int64_t* idx) {
   if (count < Avx2<T>::kLanes) {
-    if (sw == 1)
-      max_rows_short_avx2<T, 1>(xr, rows, x_step, plane_rows, plane_row0, nrows, rstep, kw, dw, count,
-                                readable, y, idx);
-    else
-      max_rows_short_avx2<T, 2>(xr, rows, x_step, plane_rows, plane_row0, nrows, rstep, kw, dw, count,
-                                readable, y, idx);
-    return;
+    const auto short_rows = sw == 1 ? &max_rows_short_avx2<T, 1> : &max_rows_short_avx2<T, 2>;
+    return short_rows(xr, rows, x_step, plane_rows, plane_row0, nrows, rstep, kw, dw, count,
+                      readable, y, idx);
   }
   for (int64_t h = 0; h < rows; ++h)
     max_row<T>(xr + h * x_step, nrows, rstep, kw, dw, sw, 0, count, count, y + h * count,
@@ -414,11 +409,8 @@ template <typename T>
 void avg_rows(const T* xr, int64_t rows, int64_t x_step, int64_t nrows, int64_t rstep,
               int64_t kw, int64_t sw, int64_t count, int64_t readable, T divisor, T* y) {
   if (count < Avx2<T>::kLanes) {
-    if (sw == 1)
-      avg_rows_short_avx2<T, 1>(xr, rows, x_step, nrows, rstep, kw, count, readable, divisor, y);
-    else
-      avg_rows_short_avx2<T, 2>(xr, rows, x_step, nrows, rstep, kw, count, readable, divisor, y);
-    return;
+    const auto short_rows = sw == 1 ? &avg_rows_short_avx2<T, 1> : &avg_rows_short_avx2<T, 2>;
+    return short_rows(xr, rows, x_step, nrows, rstep, kw, count, readable, divisor, y);
   }
   for (int64_t h = 0; h < rows; ++h)
     avg_row<T>(xr + h * x_step, nrows, rstep, kw, sw, 0, count, divisor, y + h * count);

@@ -509,7 +509,8 @@ STACKED_CASES = [  # shape, kernel, stride, dilation
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", STACKED_CASES, ids=lambda c: f"{c[0]}_k{fmt(c[1])}_s{fmt(c[2])}_d{c[3]}")
+@pytest.mark.parametrize("case", STACKED_CASES,
+                         ids=lambda c: f"{c[0]}_k{fmt(c[1])}_s{fmt(c[2])}_d{c[3]}")
 def test_pool_stacked_rows(case, dtype, isa):
     shape, k, s, d = case
     rng = np.random.default_rng(sum(shape) + len(str(case)))
