@@ -479,11 +479,6 @@ void avg_backward_rows(const Pool2dShape& s, const AvgBackwardScratch& L, const 
   }
 }
 
-// dx rows [r0, r1) of one plane when the windows lie side by side (k == stride, no padding):
-// each dy row is scaled once into g (divisions by exact small integers: PyTorch's dy / divisor
-// bits), then copied kw times along each of its kh dx rows; columns no window covers are 0.
-// The loops are plain so that GCC vectorises them (one division per output, not per input:
-// with a scalar division per dx element, 32x32x32x32 k2 ran at 4.5 GB/s).
 // dxrow[wo*kw + j] = g[wo] for wo < n, j < kw: one row under n side-by-side windows.
 template <typename T>
 inline void spread_row(const T* g, int64_t n, int64_t kw, T* dxrow) {
@@ -520,6 +515,11 @@ void avg_backward_window_rows(int64_t kh, int64_t kw, int64_t Wo, int64_t W, con
   for (int64_t i = 1; i < kh; ++i) copy_run(dx, W, dx + i * W);
 }
 
+// dx rows [r0, r1) of one plane when the windows lie side by side (k == stride, no padding):
+// each dy row is scaled once into g (divisions by exact small integers: PyTorch's dy / divisor
+// bits), then copied kw times along each of its kh dx rows; columns no window covers are 0.
+// The loops are plain so that GCC vectorises them (one division per output, not per input:
+// with a scalar division per dx element, 32x32x32x32 k2 ran at 4.5 GB/s).
 template <typename T>
 void avg_backward_disjoint_rows(const Pool2dShape& s, const AvgFactors<T>& f,
                                 bool count_include_pad, int64_t divisor_override, const T* dy,
@@ -584,15 +584,14 @@ bool max_backward_disjoint_2x2(MaxBackward2x2Fn<T> blocks, int64_t H, int64_t W,
   return true;
 }
 
-}  // namespace
-
 // Windows that tile the planes' rows (no padding, H = Ho*sh, every window inside the image),
 // with a rows kernel for their stride: the N*C planes are one stack of N*C*Ho output rows,
 // stack row h reading from input row h*sh on, dense in y, and each task runs the rows kernel
 // over its block of the stack in one call (the per-row work of max_pool_rows and the row
 // kernel's masks were most of the time of LeNet's pools, 5 and 14 outputs a row: bench/ab.py
 // --flush, both orders, 2 threads: 64x16x10x10 max 1.8-2.2x, avg 2.0-2.4x; 64x6x28x28
-// 1.1-1.3x; float64 1.1-1.35x).
+// 1.1-1.3x; float64 1.1-1.35x). rows_stack: the geometry alone (the avg backward's stacked
+// loop is portable); stacked_rows: with the ISA's rows kernels for it.
 bool rows_stack(const Pool2dShape& s) {
   return s.pad_h == 0 && s.pad_w == 0 && s.Ho > 0 && s.Wo > 0 && s.H == s.Ho * s.stride_h &&
          (s.Ho - 1) * s.stride_h + (s.kh - 1) * s.dil_h < s.H &&
@@ -612,6 +611,8 @@ void for_stack_blocks(int64_t rows, int nthreads, const Body& body) {
     body(h0, std::min(rows, h0 + block) - h0, thread);
   });
 }
+
+}  // namespace
 
 template <typename T>
 void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* indices) {
