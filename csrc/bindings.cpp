@@ -311,30 +311,59 @@ void relu_backward_py(const py::array& y, const py::array& dy, py::array& out) {
   });
 }
 
-// One SGD step in place on flat (1-D) C-contiguous arrays of one size; buf may be None when
-// momentum == 0.
-void sgd_update_py(py::array& param, const py::array& grad, const py::object& buf, double lr,
-                   double momentum, double dampening, double weight_decay, bool nesterov,
-                   bool maximize, bool first_step) {
-  const DType dt = float_dtype(param, "param");
-  require_float(param, "param", 1, dt, true);
-  require_float(grad, "grad", 1, dt);
-  require(grad.shape(0) == param.shape(0), "grad: size differs from param's");
-  py::array buffer;
-  if (!buf.is_none()) {
-    if (!py::isinstance<py::array>(buf))
-      throw py::type_error("momentum_buffer: expected a numpy.ndarray or None");
-    buffer = py::reinterpret_borrow<py::array>(buf);
-    require_float(buffer, "momentum_buffer", 1, dt, true);
-    require(buffer.shape(0) == param.shape(0), "momentum_buffer: size differs from param's");
+// An array of a list argument, as `name[i]`: C-contiguous, of dtype dt and of n elements.
+py::array list_item(const py::list& list, size_t i, const char* name, DType dt, int64_t n,
+                    bool writable) {
+  const std::string item = std::string(name) + "[" + std::to_string(i) + "]";
+  if (!py::isinstance<py::array>(list[i]))
+    throw py::type_error(item + ": expected a numpy.ndarray");
+  py::array a = py::reinterpret_borrow<py::array>(list[i]);
+  require_float(a, item.c_str(), a.ndim(), dt, writable);
+  require(n < 0 || a.size() == n, item + ": size differs from params[" + std::to_string(i) +
+                                      "]'s");
+  return a;
+}
+
+// One SGD step in place on each parameter of a list (C-contiguous arrays of any shape), with
+// the same options: grads[i] and buffers[i] (buffers None when momentum == 0) of params[i]'s
+// size and dtype; no array written may overlap another array of the call.
+void sgd_update_py(const py::list& params, const py::list& grads, const py::object& buffers,
+                   double lr, double momentum, double dampening, double weight_decay,
+                   bool nesterov, bool maximize, bool first_step) {
+  const size_t count = params.size();
+  require(grads.size() == count, "grads: expected as many arrays as params");
+  py::list bufs;
+  if (!buffers.is_none()) {
+    if (!py::isinstance<py::list>(buffers))
+      throw py::type_error("momentum_buffers: expected a list of numpy.ndarray or None");
+    bufs = py::reinterpret_borrow<py::list>(buffers);
+    require(bufs.size() == count, "momentum_buffers: expected as many arrays as params");
   }
-  require(momentum == 0 || !buf.is_none(), "momentum_buffer: required when momentum != 0");
+  require(momentum == 0 || !buffers.is_none(), "momentum_buffers: required when momentum != 0");
+  if (count == 0) return;
+  if (!py::isinstance<py::array>(params[0]))
+    throw py::type_error("params[0]: expected a numpy.ndarray");
+  const DType dt = float_dtype(py::reinterpret_borrow<py::array>(params[0]), "params[0]");
   const SgdOptions options{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
   with_float_type(dt, [&](auto zero) {
     using T = decltype(zero);
-    T* b = buf.is_none() ? nullptr : mdata<T>(buffer);
+    std::vector<SgdArrays<T>> arrays;
+    for (size_t i = 0; i < count; ++i) {
+      py::array p = list_item(params, i, "params", dt, -1, true);
+      const int64_t n = p.size();
+      py::array g = list_item(grads, i, "grads", dt, n, false);
+      T* b = nullptr;
+      if (!buffers.is_none()) {
+        py::array buf = list_item(bufs, i, "momentum_buffers", dt, n, true);
+        b = mdata<T>(buf);
+      }
+      arrays.push_back({n, mdata<T>(p), cdata<T>(g), b});
+    }
+    const int64_t clash = first_overlap(arrays);
+    require(clash < 0, "params[" + std::to_string(clash) + "]: it, its grad or its momentum "
+                       "buffer shares memory with an array of the call");
     py::gil_scoped_release release;
-    sgd_update(param.shape(0), mdata<T>(param), cdata<T>(grad), b, options);
+    sgd_update(arrays, options);
   });
 }
 
@@ -411,7 +440,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("out"),
         py::arg("transpose_a"), py::arg("transpose_b"));
 
-  m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("buf"),
+  m.def("sgd_update", &sgd_update_py, py::arg("params"), py::arg("grads"), py::arg("buffers"),
         py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
         py::arg("nesterov"), py::arg("maximize"), py::arg("first_step"));
   m.def("relu_forward", &relu_forward_py, py::arg("input"), py::arg("out"));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace fastconv {
 
@@ -22,6 +23,23 @@ struct SgdOptions {
 //   param[i] = param[i] - g * lr
 // buf may be null when momentum == 0. Arrays must not overlap.
 template <typename T>
-void sgd_update(int64_t n, T* param, const T* grad, T* buf, const SgdOptions& options);
+struct SgdArrays {
+  int64_t n;
+  T* param;
+  const T* grad;
+  T* buf;
+};
+
+// The update of each parameter of `arrays` (all with the same options), in one parallel
+// region over blocks of all of them: a model's many small parameters cost one region, not one
+// each.
+template <typename T>
+void sgd_update(const std::vector<SgdArrays<T>>& arrays, const SgdOptions& options);
+
+// -1 when no array written (param, buf) overlaps another array of `arrays`, its own
+// parameter's included; else the index of a parameter with such an overlap (a sort of the
+// ranges by address and one sweep).
+template <typename T>
+int64_t first_overlap(const std::vector<SgdArrays<T>>& arrays);
 
 }  // namespace fastconv

@@ -19,6 +19,9 @@ KERNEL_CALLS = {
     "relu_backward": "fastconv.relu_backward(x, x)",
     "matmul": "fastconv.matmul(a, a, transpose_b=True)",
     "sgd_update": "fastconv.kernels.sgd_update(param, a, buf, lr=1e-3, momentum=0.9)",
+    "sgd_update_many": "fastconv.kernels.sgd_update_many([param], [a], [buf], lr=1e-3, "
+                       "momentum=0.9)",
+    "sgd_update_many error": "fastconv.kernels.sgd_update_many([param, param], [a, a], lr=1e-3)",
     "out=": "fastconv.conv2d(x, w, padding=1, out=y)",
     "error": "fastconv.conv2d(x, w[:, :3])",
 }

@@ -127,25 +127,28 @@ SGD_OPTIONS = [dict(), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("options", SGD_OPTIONS, ids=lambda o: ",".join(o) or "plain")
 def test_sgd_fused_kernel_equals_the_numpy_path(options, dtype, monkeypatch):
-    """SGD.step takes kernels.sgd_update where the arrays allow; it must give the bits of the
-    NumPy code it replaces, over several steps, on a size spanning several threaded blocks."""
+    """SGD.step takes kernels.sgd_update_many where the arrays allow; it must give the bits of
+    the NumPy code it replaces, over several steps, on a size spanning several threaded blocks
+    and, beside it, parameters of a few elements in the same call."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal(100_003).astype(dtype)
-    grads = [rng.standard_normal(x.size).astype(dtype) for _ in range(3)]
-    grads[1][:3] = [np.inf, -np.inf, np.nan]
+    sizes = [100_003, 1, 7, 32_768]
+    xs = [rng.standard_normal(n).astype(dtype) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(3)]
+    grads[1][0][:3] = [np.inf, -np.inf, np.nan]
     results = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(optim.SGD, "_fused_step", lambda *args: False)
-        p = make_param(x, dtype)
-        opt = optim.SGD([p], lr=0.05, **options)
+            monkeypatch.setattr(optim.SGD, "_fusable", staticmethod(lambda *args: False))
+        params = [make_param(x, dtype) for x in xs]
+        opt = optim.SGD(params, lr=0.05, **options)
         with np.errstate(invalid="ignore", over="ignore"):  # the inf and NaN entries
             for g in grads:
-                step_with(opt, [p], [g])
-        results.append((p.data.copy(), opt.state[p].get("momentum_buffer")))
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    if options.get("momentum"):
-        np.testing.assert_array_equal(results[0][1], results[1][1])
+                step_with(opt, params, g)
+        results.append([(p.data.copy(), opt.state[p].get("momentum_buffer")) for p in params])
+    for (fused_p, fused_buf), (numpy_p, numpy_buf) in zip(*results):
+        np.testing.assert_array_equal(fused_p, numpy_p)
+        if options.get("momentum"):
+            np.testing.assert_array_equal(fused_buf, numpy_buf)
 
 
 def test_sgd_update_kernel_errors():
@@ -166,6 +169,93 @@ def test_sgd_update_kernel_errors():
         kernels.sgd_update(p, p, lr=0.1)
     with pytest.raises(TypeError, match="momentum_buffer: expected a numpy.ndarray"):
         kernels.sgd_update(p, g, [0.0] * 4, lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_sgd_update_many_equals_sgd_update_per_param(options):
+    from fastconv import kernels
+    rng = np.random.default_rng(5)
+    shapes = [(3, 5), (1,), (40_000,), (2, 3, 4, 5), (0,)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads[0] = np.asfortranarray(grads[0])  # a non-contiguous gradient is copied
+    momentum = options.get("momentum", 0)
+    for first in (True, False):
+        buffers = [rng.standard_normal(s).astype(np.float32) for s in shapes] if momentum else None
+        expected = [p.copy() for p in params]
+        expected_buffers = None if buffers is None else [b.copy() for b in buffers]
+        for i in range(len(shapes)):
+            kernels.sgd_update(expected[i], grads[i],
+                               None if buffers is None else expected_buffers[i], lr=0.05,
+                               first_step=first, **options)
+        kernels.sgd_update_many(params, grads, buffers, lr=0.05, first_step=first, **options)
+        for i in range(len(shapes)):
+            np.testing.assert_array_equal(params[i], expected[i])
+            if buffers is not None:
+                np.testing.assert_array_equal(buffers[i], expected_buffers[i])
+
+
+def test_sgd_update_many_errors():
+    from fastconv import kernels
+    p = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
+    g = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    with pytest.raises(ValueError, match="grads: expected 2 arrays"):
+        kernels.sgd_update_many(p, g[:1], lr=0.1)
+    with pytest.raises(ValueError, match="momentum_buffers: required when momentum != 0"):
+        kernels.sgd_update_many(p, g, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum_buffers: expected 2 arrays"):
+        kernels.sgd_update_many(p, g, [np.zeros(4, np.float32)], lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match=r"params\[1\]: dtype float64 differs from params\[0\]'s"):
+        kernels.sgd_update_many([p[0], np.zeros(3)], [g[0], np.ones(3)], lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\[1\]: expected shape \(3,\) and dtype float32"):
+        kernels.sgd_update_many(p, [g[0], np.ones(4, np.float32)], lr=0.1)
+    with pytest.raises(TypeError, match=r"grads\[0\]: expected a numpy.ndarray"):
+        kernels.sgd_update_many(p, [[1.0] * 4, g[1]], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[0\]: must be a C-contiguous, writeable"):
+        kernels.sgd_update_many([np.zeros(8, np.float32)[::2]], [g[0]], lr=0.1)
+    with pytest.raises(ValueError, match=r"momentum_buffers\[1\]: expected shape \(3,\)"):
+        kernels.sgd_update_many(p, g, [np.zeros(4, np.float32)] * 2, lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(p[0], 0)  # nothing was updated by the calls that raised
+    kernels.sgd_update_many(p, [g[0], g[1]], lr=0.5)
+    np.testing.assert_array_equal(p[1], np.full(3, -0.5, np.float32))
+    kernels.sgd_update_many([], [], lr=0.5)  # nothing to do
+
+
+def test_sgd_update_many_rejects_arrays_that_overlap():
+    """Views of one buffer at random places: the call must raise, before updating anything,
+    exactly when an array written (a param or a buffer) overlaps another array of the call;
+    gradients may overlap each other (they are only read)."""
+    from fastconv import kernels
+    rng = np.random.default_rng(11)
+    raised = passed = 0
+    for trial in range(300):
+        base = np.zeros(64, np.float32)
+        count = int(rng.integers(1, 4))
+        with_buffers = bool(rng.integers(0, 2))
+        sizes = rng.integers(0, 9, count)
+        ranges = []  # (begin, end, written)
+        views = {"params": [], "grads": [], "buffers": []}
+        for n in sizes:
+            for kind in ("params", "grads") + (("buffers",) if with_buffers else ()):
+                begin = int(rng.integers(0, 64 - n + 1))
+                views[kind].append(base[begin:begin + n])
+                ranges.append((begin, begin + n, kind != "grads"))
+        overlap = any(a[2] or b[2] for i, a in enumerate(ranges) for b in ranges[i + 1:]
+                      if a[0] < b[1] and b[0] < a[1] and a[0] < a[1] and b[0] < b[1])
+        base[:] = rng.standard_normal(64)
+        before = base.copy()
+        call = lambda: kernels.sgd_update_many(  # noqa: E731
+            views["params"], views["grads"], views["buffers"] if with_buffers else None,
+            lr=0.5, momentum=0.9 if with_buffers else 0.0)
+        if overlap:
+            with pytest.raises(ValueError, match="shares memory with an array of the call"):
+                call()
+            np.testing.assert_array_equal(base, before)
+            raised += 1
+        else:
+            call()
+            passed += 1
+    assert raised > 50 and passed > 50
 
 
 # --------------------------------------------------------------------------- Adam by hand

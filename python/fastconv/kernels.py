@@ -32,6 +32,7 @@ __all__ = [
     "avg_pool2d_backward",
     "matmul",
     "sgd_update",
+    "sgd_update_many",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -592,7 +593,45 @@ def sgd_update(param, grad, momentum_buffer=None, lr=1e-3, momentum=0.0, dampeni
     for i, a in enumerate(arrays):
         if any(np.may_share_memory(a, b) for b in arrays[i + 1:]):
             raise ValueError("param, grad and momentum_buffer must not share memory")
-    flat = None if momentum_buffer is None else momentum_buffer.reshape(-1)
-    _core.sgd_update(param.reshape(-1), _contiguous(g).reshape(-1), flat, float(lr),
-                     float(momentum), float(dampening), float(weight_decay), bool(nesterov),
-                     bool(maximize), bool(first_step))
+    _core.sgd_update([param], [_contiguous(g)], None if momentum_buffer is None else
+                     [momentum_buffer], float(lr), float(momentum), float(dampening),
+                     float(weight_decay), bool(nesterov), bool(maximize), bool(first_step))
+
+
+def sgd_update_many(params, grads, momentum_buffers=None, lr=1e-3, momentum=0.0,
+                    dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
+                    first_step=False):
+    """``sgd_update`` of every ``params[i]`` with ``grads[i]`` (and ``momentum_buffers[i]``),
+    all with the same options, in one threaded pass over all of them: what an optimizer step
+    over a model's many small parameters costs once instead of once per parameter.
+
+    params and momentum_buffers: C-contiguous, writeable float arrays, updated in place;
+    grads[i]: params[i]'s shape and dtype. No array updated may share memory with another
+    array of the call (ValueError, before anything is updated).
+    """
+    params, grads = list(params), list(grads)
+    if len(grads) != len(params):
+        raise ValueError(f"grads: expected {len(params)} arrays (one per param), got {len(grads)}")
+    buffers = None
+    if momentum_buffers is not None:
+        buffers = list(momentum_buffers)
+        if len(buffers) != len(params):
+            raise ValueError(f"momentum_buffers: expected {len(params)} arrays (one per param), "
+                             f"got {len(buffers)}")
+    elif momentum != 0:
+        raise ValueError("momentum_buffers: required when momentum != 0")
+    for i, param in enumerate(params):
+        _in_place(param, f"params[{i}]")
+        _same_dtype(params[0], "params[0]", param, f"params[{i}]")
+        g = grads[i]
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{i}]: expected a numpy.ndarray, got {type(g).__name__}")
+        if g.dtype != param.dtype or g.shape != param.shape:
+            raise ValueError(f"grads[{i}]: expected shape {param.shape} and dtype {param.dtype} "
+                             f"(params[{i}]'s), got {g.shape} and {g.dtype}")
+        if not g.flags.c_contiguous:
+            grads[i] = np.ascontiguousarray(g)
+        if buffers is not None:
+            _in_place(buffers[i], f"momentum_buffers[{i}]", param)
+    _core.sgd_update(params, grads, buffers, float(lr), float(momentum), float(dampening),
+                     float(weight_decay), bool(nesterov), bool(maximize), bool(first_step))

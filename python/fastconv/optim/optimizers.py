@@ -59,12 +59,19 @@ class SGD(Optimizer):
             weight_decay = group["weight_decay"]
             nesterov = group["nesterov"]
             maximize = group["maximize"]
+            fused = {False: ([], [], [], []), True: ([], [], [], [])}  # by first step: p, ...
             for p in group["params"]:
                 g = _grad_array(p)
                 if g is None:
                     continue
                 d = p.data
-                if self._fused_step(p, d, g, group):
+                buf = self.state[p].get("momentum_buffer") if momentum != 0 else None
+                if self._fusable(d, buf):
+                    first = momentum != 0 and buf is None
+                    if first:
+                        buf = np.empty_like(d)
+                    for item, items in zip((p, d, g, buf), fused[first]):
+                        items.append(item)
                     continue
                 t = d.dtype.type
                 owned = False  # whether g is a temporary we may overwrite
@@ -105,26 +112,25 @@ class SGD(Optimizer):
                     d -= g
                 else:
                     d -= np.multiply(g, t(lr))
+            for first, (params, arrays, grads, buffers) in fused.items():
+                if params:
+                    kernels.sgd_update_many(arrays, grads, buffers if momentum != 0 else None,
+                                            lr, momentum, dampening, weight_decay, nesterov,
+                                            maximize, first)
+                if first:  # the buffers hold the gradients now
+                    for p, buf in zip(params, buffers):
+                        self.state[p]["momentum_buffer"] = buf
         return loss
 
-    def _fused_step(self, p, d, g, group):
-        """The same update in one pass of ``kernels.sgd_update`` (same bits), where the arrays
-        allow it: C-contiguous float parameter and buffer that share no memory with anything."""
-        momentum = group["momentum"]
-        buf = self.state[p].get("momentum_buffer") if momentum != 0 else None
-        arrays = [d, g] if buf is None else [d, g, buf]
-        if not (d.dtype in _FUSED_DTYPES and d.flags.c_contiguous and d.flags.writeable) or (
-                buf is not None and not (buf.dtype == d.dtype and buf.shape == d.shape
-                                         and buf.flags.c_contiguous and buf.flags.writeable)):
-            return False
-        if any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
-            return False
-        first = momentum != 0 and buf is None
-        if first:
-            buf = self.state[p]["momentum_buffer"] = np.empty_like(d)
-        kernels.sgd_update(d, g, buf, group["lr"], momentum, group["dampening"],
-                           group["weight_decay"], group["nesterov"], group["maximize"], first)
-        return True
+    @staticmethod
+    def _fusable(d, buf):
+        """Whether ``kernels.sgd_update_many`` may update this parameter (the same bits as the
+        NumPy code below): a C-contiguous, writeable float32 or float64 parameter and buffer.
+        The parameters of a group go in one call (a small model's step spent more time in
+        Python around one call per parameter than in the updates)."""
+        return (d.dtype in _FUSED_DTYPES and d.flags.c_contiguous and d.flags.writeable and (
+            buf is None or (buf.dtype == d.dtype and buf.shape == d.shape
+                            and buf.flags.c_contiguous and buf.flags.writeable)))
 
 
 _FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
