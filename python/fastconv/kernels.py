@@ -89,6 +89,8 @@ def _shape(value, name: str, ndim: int) -> tuple[int, ...]:
 
 
 def _float_array(value, name: str) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype in _FLOAT_DTYPES:  # native float32/float64
+        return value
     array = np.asarray(value)
     if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {array.dtype}")

@@ -102,10 +102,16 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
+        # One pass over the arguments (this runs for every operation of a training step).
         ctx = Context()
-        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        data = cls.forward(ctx, *(a.data if isinstance(a, Tensor) else a for a in args), **kwargs)
-        record = is_grad_enabled() and any(ctx.needs_input_grad)
+        values, needs = [], []
+        for a in args:
+            tensor = isinstance(a, Tensor)
+            values.append(a.data if tensor else a)
+            needs.append(tensor and a.requires_grad)
+        ctx.needs_input_grad = tuple(needs)
+        data = cls.forward(ctx, *values, **kwargs)
+        record = any(needs) and is_grad_enabled()
         out = Tensor(data, requires_grad=record)
         if record:
             out._node = _Node(cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args))
@@ -136,12 +142,15 @@ class Tensor:
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        if isinstance(data, Tensor):
-            data = data.data
-        from_python = not isinstance(data, (np.ndarray, np.generic))
-        array = np.asarray(data, dtype=dtype)
-        if from_python and dtype is None and array.dtype == np.float64:
-            array = array.astype(np.float32)
+        if type(data) is np.ndarray and dtype is None:  # what every operation makes
+            array = data
+        else:
+            if isinstance(data, Tensor):
+                data = data.data
+            from_python = not isinstance(data, (np.ndarray, np.generic))
+            array = np.asarray(data, dtype=dtype)
+            if from_python and dtype is None and array.dtype == np.float64:
+                array = array.astype(np.float32)
         if requires_grad and array.dtype.kind != "f":
             raise TypeError(f"requires_grad: only floating point tensors can require gradients, "
                             f"got dtype {array.dtype}")
