@@ -137,9 +137,10 @@ using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw,
                           int64_t c0, int64_t count, T divisor, T* y);
 // max_backward_2x2: the 2x2 blocks of one plane of the max-pool backward: output (h, l),
 //   h < Ho, l < Wo, has the block of rows 2h, 2h+1 and columns 2l, 2l+1 of dx (row length W,
-//   2*Ho <= H, 2*Wo <= W, Wo >= 4); writes those 4*Ho*Wo elements, dy where idx (flat in the plane)
+//   2*Ho <= H, 2*Wo <= W, Wo >= 8); writes those 4*Ho*Wo elements, dy where idx (flat in the plane)
 //   points and 0 elsewhere, and nothing else. Returns false, after the first row of blocks
-//   holding an index outside its block (dx then unspecified).
+//   holding an index outside its block (dx then unspecified), or at once for rows W of 2^30
+//   or more (AVX-512's int32 offsets).
 template <typename T>
 using MaxBackward2x2Fn = bool (*)(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo,
                                   int64_t W, T* dx);
@@ -227,6 +228,8 @@ struct IsaKernels {
 // Defined in pool_avx2.cpp and winograd_avx2.cpp (x86 builds only); used only through
 // isa_kernels_avx2() and isa_kernels_avx512().
 extern const PoolRowKernels kPoolRowKernelsAvx2;
+// Defined in pool_avx512.cpp (x86 builds only): avx2's kernels with AVX-512's max backward.
+PoolRowKernels pool_kernels_avx512(const PoolRowKernels& avx2);
 // NR = 16 (the AVX2 table).
 template <int NR>
 void winograd_input_panel_f32_avx2(const WinogradPanel& p, const float* x, float* v);

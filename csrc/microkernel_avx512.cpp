@@ -7,9 +7,9 @@
 // NR <= 32) holds. Only the GEMM tiles, the Winograd panel transforms (whose lanes are NR),
 // rows_dots and rows_taps (256-bit vectors, but 32 registers: larger tiles), rows_dots_9 and
 // rows_correlate (the same code with 32 registers: fewer spills; the depthwise layer's weight
-// gradient 1.08-1.17x, forward and input gradient 1.02-1.04x, one thread) are AVX-512 code;
-// the other plane, pooling and transpose kernels of the table are the AVX2 ones (every
-// AVX-512 CPU runs AVX2).
+// gradient 1.08-1.17x, forward and input gradient 1.02-1.04x, one thread) and the max-pool
+// backward's 2x2 blocks (pool_avx512.cpp) are AVX-512 code; the other plane, pooling and
+// transpose kernels of the table are the AVX2 ones (every AVX-512 CPU runs AVX2).
 #include <immintrin.h>
 
 #include <type_traits>
@@ -88,6 +88,8 @@ IsaKernels make_table() {
   table.planes_f64.rows_dots_9 = &rows_dots_9<double>;
   table.planes_f32.rows_correlate = &rows_correlate<float>;
   table.planes_f64.rows_correlate = &rows_correlate<double>;
+  static const PoolRowKernels pool = pool_kernels_avx512(*avx2.pool);
+  table.pool = &pool;
   return table;
 }
 

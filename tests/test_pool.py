@@ -320,11 +320,12 @@ def test_avg_pool_divisor_and_padding_semantics(isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("hw", [(16, 16), (17, 22), (24, 19), (10, 10), (7, 9), (2, 3)],
+@pytest.mark.parametrize("hw", [(16, 16), (17, 22), (24, 19), (10, 10), (7, 9), (2, 3),
+                                (28, 28), (6, 33), (12, 46), (5, 70)],
                          ids=lambda hw: f"{hw[0]}x{hw[1]}")
 def test_max_pool_backward_2x2_windows(hw, dtype, isa):
-    """2x2 windows side by side, rows of 8 or more outputs (the last 4 of a row not a multiple
-    of 4 overlap) or fewer (scattered): dy where the window's index points, 0 elsewhere and
+    """2x2 windows side by side, rows of 8 or more outputs (the last 4 or 8 of a row not a
+    multiple of the step overlap) or fewer (scattered): dy where the window's index points, 0 elsewhere and
     0 in the rows and columns no window covers, over an `out` full of NaN; a plane holding an
     index outside its own window, in a row's last outputs or past the windows, and the planes
     after it, are scattered like the reference (duplicates summed)."""
@@ -341,6 +342,8 @@ def test_max_pool_backward_2x2_windows(hw, dtype, isa):
     moved[0, 1, -1, -1] = 0                # another window's first element: a duplicate
     moved[1, 0, 0, -1] = W                 # the first window's bottom left, in the last lane
     moved[1, 2, 0, 0] = H * W - 1          # the plane's last element (past the windows if odd)
+    last, middle = idx.shape[2] - 1, idx.shape[3] // 2
+    moved[0, 2, last, middle] = 2 * last * W + 2 * middle + 2  # the next window's, a last row
     got = fastconv.max_pool2d_backward(go, moved, x.shape, out=out)
     want = ref.max_pool2d_backward(go, moved, x.shape)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

@@ -1,0 +1,86 @@
+// AVX-512F pooling kernels (compiled with -mavx512f -mavx512vl; reached only through the
+// AVX-512 entry of the dispatch table, IsaKernels::pool): the max-pool backward of 2x2 blocks
+// at 8 outputs a step (AVX2's does 4); the table's other pooling kernels are AVX2's.
+// A step: the 8 int64 indices minus their blocks' first elements (offsets 0, 1, W, W+1 for
+// the top left, top right, bottom left, bottom right element) are checked inside their
+// blocks with 64-bit compares; then, as int32 lanes (exact once inside), each offset is
+// doubled into two lanes minus (0, 1), and that compared with 0 (top row) and W (bottom row)
+// gives the 16-lane masks of the two rows' elements; dy, each value doubled, is stored under
+// them (zero-masked whole stores). The last step of a row is shifted back to end at Wo.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "microkernel.h"
+
+namespace fastconv {
+namespace {
+
+// Outputs l .. l+7 of one row of blocks, whose first elements are first + 2i (i < 8).
+template <typename T>
+inline void max_backward_2x2_step(const int64_t* idx, const T* dy, __m512i first, __m512i w,
+                                  __m512i w1, __m512i w32, T* r0, T* r1, __mmask8& inside) {
+  const __m512i offset = _mm512_sub_epi64(_mm512_loadu_si512(idx), first);
+  inside &= _mm512_cmpeq_epi64_mask(offset, _mm512_setzero_si512()) |
+            _mm512_cmpeq_epi64_mask(offset, _mm512_set1_epi64(1)) |
+            _mm512_cmpeq_epi64_mask(offset, w) | _mm512_cmpeq_epi64_mask(offset, w1);
+  // lane 2i + b (b = 0, 1): offset_i - b, as int32
+  const __m512i pairs = _mm512_sub_epi32(
+      _mm512_permutexvar_epi32(
+          _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+          _mm512_castsi256_si512(_mm512_cvtepi64_epi32(offset))),
+      _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1));
+  const __mmask16 top = _mm512_cmpeq_epi32_mask(pairs, _mm512_setzero_si512());
+  const __mmask16 bottom = _mm512_cmpeq_epi32_mask(pairs, w32);
+  if constexpr (sizeof(T) == 4) {
+    const __m512 d = _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+        _mm512_castps256_ps512(_mm256_loadu_ps(dy)));
+    _mm512_storeu_ps(r0, _mm512_maskz_mov_ps(top, d));
+    _mm512_storeu_ps(r1, _mm512_maskz_mov_ps(bottom, d));
+  } else {
+    const __m512d d = _mm512_loadu_pd(dy);
+    const __m512d lo = _mm512_permutexvar_pd(_mm512_setr_epi64(0, 0, 1, 1, 2, 2, 3, 3), d);
+    const __m512d hi = _mm512_permutexvar_pd(_mm512_setr_epi64(4, 4, 5, 5, 6, 6, 7, 7), d);
+    _mm512_storeu_pd(r0, _mm512_maskz_mov_pd(__mmask8(top), lo));
+    _mm512_storeu_pd(r0 + 8, _mm512_maskz_mov_pd(__mmask8(top >> 8), hi));
+    _mm512_storeu_pd(r1, _mm512_maskz_mov_pd(__mmask8(bottom), lo));
+    _mm512_storeu_pd(r1 + 8, _mm512_maskz_mov_pd(__mmask8(bottom >> 8), hi));
+  }
+}
+
+// Contract: MaxBackward2x2Fn in microkernel.h.
+template <typename T>
+bool max_backward_2x2(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo, int64_t W,
+                      T* dx) {
+  if (W >= (int64_t(1) << 30)) return false;  // the int32 offsets would wrap
+  const __m512i w = _mm512_set1_epi64(W), w1 = _mm512_set1_epi64(W + 1);
+  const __m512i w32 = _mm512_set1_epi32(int32_t(W));
+  const __m512i lanes_first = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  for (int64_t h = 0; h < Ho; ++h, idx += Wo, dy += Wo) {
+    T* r0 = dx + 2 * h * W;
+    T* r1 = r0 + W;
+    __mmask8 inside = 0xFF;
+    for (int64_t l = 0;; l += 8) {
+      l = std::min(l, Wo - 8);  // the last 8 end at Wo (some written twice, alike)
+      const __m512i first = _mm512_add_epi64(_mm512_set1_epi64(2 * h * W + 2 * l), lanes_first);
+      max_backward_2x2_step<T>(idx + l, dy + l, first, w, w1, w32, r0 + 2 * l, r1 + 2 * l,
+                               inside);
+      if (l == Wo - 8) break;
+    }
+    if (inside != 0xFF) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+PoolRowKernels pool_kernels_avx512(const PoolRowKernels& avx2) {
+  PoolRowKernels table = avx2;
+  table.max_backward_2x2_f32 = &max_backward_2x2<float>;
+  table.max_backward_2x2_f64 = &max_backward_2x2<double>;
+  return table;
+}
+
+}  // namespace fastconv
