@@ -30,7 +30,7 @@ status=0
 python -m pytest -q -p no:cacheprovider tests/test_conv.py tests/test_winograd.py \
   tests/test_pool.py tests/test_matmul.py tests/test_activation.py tests/test_bias_grad.py \
   tests/test_nonfinite.py tests/test_out.py tests/test_errors.py tests/test_threads_isa.py \
-  tests/test_coexistence.py || status=$?
+  tests/test_coexistence.py tests/test_optim.py || status=$?
 if compgen -G "$work/report*" >/dev/null; then
   cat "$work"/report*
   echo "sanitize: sanitizer reports above"
