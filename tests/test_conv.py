@@ -717,11 +717,11 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     (10, 4, 9, 13, 6, (3, 2), (2, 1), (1, 0), 1, 2),
     (8, 5, 10, 10, 7, 3, 2, 2, 2, 1),
     (8, 2, 9, 7, 5, (3, 4), 1, (2, 1), 1, 1),  # rows of 6, rectangular window, padded
-    # float32 rows of <= 12 (pitched column gradient), its runs summed in blocks of 16:
+    # float32 rows of <= 12 (the pitched column gradient, one run per kernel tap):
     (8, 3, 5, 5, 4, 5, 1, 0, 1, 1),     # one output: a run shorter than the window row
-    (8, 2, 5, 8, 3, (1, 7), 1, (0, 3), 1, 1),  # runs of exactly 4 blocks, 7 taps
+    (8, 2, 5, 8, 3, (1, 7), 1, (0, 3), 1, 1),  # runs of 64, 7 taps
     (8, 2, 7, 6, 3, (3, 1), 1, 1, 1, 1),  # one tap a row
-    (8, 4, 10, 12, 5, 3, 1, 0, 1, 1),   # runs of 94: 5 blocks and a tail
+    (8, 4, 10, 12, 5, 3, 1, 0, 1, 1),   # runs of 94
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and

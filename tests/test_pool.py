@@ -325,10 +325,11 @@ def test_avg_pool_divisor_and_padding_semantics(isa):
                          ids=lambda hw: f"{hw[0]}x{hw[1]}")
 def test_max_pool_backward_2x2_windows(hw, dtype, isa):
     """2x2 windows side by side, rows of 8 or more outputs (the last 4 or 8 of a row not a
-    multiple of the step overlap) or fewer (scattered): dy where the window's index points, 0 elsewhere and
-    0 in the rows and columns no window covers, over an `out` full of NaN; a plane holding an
-    index outside its own window, in a row's last outputs or past the windows, and the planes
-    after it, are scattered like the reference (duplicates summed)."""
+    multiple of the step overlap) or fewer (scattered): dy where the window's index points, 0
+    elsewhere and 0 in the rows and columns no window covers, over an `out` full of NaN; a
+    plane holding an index outside its own window, in a row's last outputs, in a last row or
+    past the windows, and the planes after it, are scattered like the reference (duplicates
+    summed)."""
     H, W = hw
     rng = np.random.default_rng(H * W)
     x = rand(rng, (2, 3, H, W), dtype)
