@@ -2,6 +2,8 @@
 // (SSE2 on x86-64, NEON on aarch64). Also the reference the SIMD kernels are tested against.
 #include "microkernel.h"
 
+#include <type_traits>
+
 namespace fastconv {
 namespace {
 
