@@ -53,6 +53,9 @@ SHAPES.update({
     # strided depthwise (MobileNet-like): the stride-phase planes of depthwise.cpp
     "depthwise_s2": (8, 128, 56, 56, 128, 3, 2, 1, 1, 128),
     "depthwise_s2_5x5": (8, 96, 56, 56, 96, 5, 2, 2, 1, 96),
+    # stride-1 depthwise windows other than 3x3 (rows_correlate_dense)
+    "depthwise_5x5": (8, 96, 28, 28, 96, 5, 1, 2, 1, 96),
+    "depthwise_7x7": (8, 64, 28, 28, 64, 7, 1, 3, 1, 64),
 })
 # name: N, C, H, W, kernel, stride, padding: pool_suite.txt's shapes.
 POOL_SHAPES = {row[0]: tuple(map(int, row[1:])) for row in read_suite(HERE / "pool_suite.txt")}

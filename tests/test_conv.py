@@ -397,14 +397,16 @@ def test_dilation_phases_in_batch_chunks():
 
 
 # Depthwise stride-1 rows (rows_correlate): widths around the vector (8 floats, 4 doubles) and
-# the four-vector chunk (32 / 16), 3x3 (its own kernel, four output rows at a time: heights of
-# 5 to 8 leave 1, 2, 3 and 0 rows after the blocks of four) and other windows, channel
-# multipliers 1 and 2 (the input gradient then accumulates two planes into dx).
+# the four-vector chunk (32 / 16), 3x3 and the other dense windows (kernels of their own, four
+# output rows at a time: heights of 5 to 8 leave 1, 2, 3 and 0 rows after the blocks of four;
+# with AVX-512), a dilated window, channel multipliers 1 and 2 (the input gradient then
+# accumulates two planes into dx).
 DEPTHWISE_EDGES = [(W, R, S, pad, dil, mult) for W in (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32,
                                                        33, 40, 65)
                    for (R, S, pad, dil, mult) in ((3, 3, 1, 1, 1), (3, 3, 1, 1, 2),
-                                                  (5, 5, 2, 1, 1), (1, 3, 0, 1, 2),
-                                                  (3, 3, 2, 2, 1))]
+                                                  (5, 5, 2, 1, 1), (5, 5, 2, 1, 2),
+                                                  (5, 3, 1, 1, 2), (7, 7, 3, 1, 1),
+                                                  (1, 3, 0, 1, 2), (3, 3, 2, 2, 1))]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
