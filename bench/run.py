@@ -29,10 +29,10 @@ import fastconv
 HERE = Path(__file__).resolve().parent
 
 
-def measure_fma_peak(threads: int) -> dict | None:
-    """Build and run fma_peak.c (AVX2+FMA, AVX-512F where the CPU has it): {'isa',
-    'f32_gflops_1', 'f32_gflops_n'}, or None when it cannot be built or run here (no compiler,
-    no AVX2)."""
+def run_probe(source: str, threads: int) -> dict | None:
+    """Build the C probe `source` (beside this file; AVX2 code, with OpenMP) and run it on
+    `threads` threads: the JSON it prints, or None when it cannot be built or run here (no
+    compiler, no AVX2)."""
     import shutil
     import subprocess
     import tempfile
@@ -40,9 +40,9 @@ def measure_fma_peak(threads: int) -> dict | None:
     if compiler is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "fma_peak"
+        binary = Path(tmp) / "probe"
         build = subprocess.run([compiler, "-O3", "-mavx2", "-mfma", "-fopenmp",
-                                str(HERE / "fma_peak.c"), "-o", str(binary)],
+                                str(HERE / source), "-o", str(binary)],
                                capture_output=True, text=True)
         if build.returncode != 0:
             return None
@@ -50,6 +50,18 @@ def measure_fma_peak(threads: int) -> dict | None:
         if run.returncode != 0:
             return None
         return json.loads(run.stdout)
+
+
+def measure_fma_peak(threads: int) -> dict | None:
+    """fma_peak.c (AVX2+FMA, AVX-512F where the CPU has it): {'isa', 'f32_gflops_1',
+    'f32_gflops_n'}."""
+    return run_probe("fma_peak.c", threads)
+
+
+def measure_memory_bandwidth(threads: int) -> dict | None:
+    """mem_bandwidth.c: DRAM read and copy rates, {'read_gbs_1', 'read_gbs_n', 'copy_gbs_1',
+    'copy_gbs_n'} in GB/s."""
+    return run_probe("mem_bandwidth.c", threads)
 
 
 def set_threads(threads: int, use_torch: bool = True):
@@ -165,7 +177,12 @@ def conv_functions(case, rng, torch, ort=None):
     if ort is not None and case["dtype"] == np.float32:
         session = onnxruntime_conv(ort, case, w)
         passes["forward"]["onnxruntime"] = lambda: session.run(None, {"x": x})
-    return passes, flops
+    # Bytes that must move at least: each operand read once, the result written once (what
+    # bounds the memory-bound layers, depthwise, when their inputs are not cached).
+    nbytes = {"forward": x.nbytes + w.nbytes + y.nbytes,
+              "input_grad": dy.nbytes + w.nbytes + x.nbytes,
+              "weight_grad": x.nbytes + dy.nbytes + w.nbytes}
+    return passes, flops, nbytes
 
 
 def pool_functions(case, rng, torch):
@@ -235,6 +252,11 @@ def main(argv=None):
               f"GFLOP/s float32 on 1 thread, "
               f"{probe['f32_gflops_n']:.0f} on {args.threads}; {args.dtype} peak here "
               f"{peak:.0f} GFLOP/s")
+    bandwidth = measure_memory_bandwidth(args.threads)
+    if bandwidth is not None:
+        print(f"measured memory bandwidth: read {bandwidth['read_gbs_n']:.0f} GB/s, copy "
+              f"{bandwidth['copy_gbs_n']:.0f} GB/s on {args.threads} threads (DRAM; memory-bound "
+              f"rows whose inputs are not cached cannot move their bytes faster)")
     context = torch.no_grad() if torch is not None else _nullcontext()
 
     header = f"{'shape':13s} {'pass':12s} {'fastconv ms':>11s} {'rate (% of peak)':>17s}"
@@ -248,10 +270,10 @@ def main(argv=None):
         for case in conv_cases(dtype):
             if args.filter not in case["name"]:
                 continue
-            passes, flops = conv_functions(case, rng, torch, ort)
+            passes, flops, nbytes = conv_functions(case, rng, torch, ort)
             for pass_name, functions in passes.items():
                 results.append(_report(case["name"], "conv", pass_name, time_interleaved(functions),
-                                       flops=flops, peak=peak))
+                                       flops=flops, nbytes=nbytes[pass_name], peak=peak))
         for case in pool_cases(dtype):
             if args.filter not in case["name"]:
                 continue
@@ -272,6 +294,7 @@ def main(argv=None):
                 dtype=args.dtype, torch=getattr(torch, "__version__", None),
                 onnxruntime=ort[0].__version__ if ort is not None else None, cpu=cpu_name(),
                 cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"), fma_peak=probe,
+                memory_bandwidth=bandwidth,
                 python=sys.version.split()[0])
     if args.json:
         Path(args.json).write_text(json.dumps(dict(meta=meta, results=results), indent=1))
@@ -339,9 +362,10 @@ def _report(name, op, pass_name, seconds, flops=None, nbytes=None, peak=None):
         if peak:
             row["percent_of_peak"] = 100 * row["gflops"] / peak
             rate += f" {row['percent_of_peak']:3.0f}%"
-    if nbytes is not None:
+    if nbytes is not None:  # printed where there is no FLOP rate (pooling)
         row["gbytes_per_s"] = nbytes / fc / 1e9
-        rate = f"{row['gbytes_per_s']:8.1f} GB/s"
+        if flops is None:
+            rate = f"{row['gbytes_per_s']:8.1f} GB/s"
     label = pass_name if op == "conv" else f"{op.split('_')[0]} {pass_name}"
     line = f"{name:13s} {label:12s} {fc * 1e3:11.3f} {rate:>12s}"
     if "torch" in seconds:

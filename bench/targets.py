@@ -10,7 +10,9 @@ for every missed ratio what meeting it would take.
 For a conv row that misses "k x PyTorch", the needed rate is k x PyTorch's GFLOP/s, printed as
 a share of the measured FMA peak: above 100% the target cannot be met by any implementation on
 this machine, and above about 90% not in practice. For memory-bound rows (pooling, depthwise)
-the needed GB/s is printed instead.
+the needed GB/s of the bytes the call must move is printed instead, beside the DRAM copy rate
+that run.py's probe measured (where the row's inputs come from memory, as next to PyTorch's
+calls, it cannot go faster than that).
 """
 
 from __future__ import annotations
@@ -40,16 +42,21 @@ def ratio_of(row) -> float | None:
     return row.get("ratio_best", row.get("ratio"))
 
 
-def need(row, factor, peak) -> str:
-    """What `factor` x the peer would take, for a row that misses it."""
+def need(row, factor, peak, bandwidth=None) -> str:
+    """What `factor` x the peer would take, for a row that misses it: in GFLOP/s and % of the
+    FMA peak, or, given the probe's memory `bandwidth` (memory-bound rows), in GB/s of the
+    bytes the call must move, against the DRAM's copy rate."""
     peer_ms = row["fastconv_ms"] * ratio_of(row)
-    if "gflops" in row:
+    if "gflops" in row and bandwidth is None:
         flops = row["gflops"] * row["fastconv_ms"] * 1e6
         needed = factor * flops / (peer_ms * 1e6)
         share = f", {100 * needed / peak:.0f}% of peak" if peak else ""
         return f"needs {needed:.0f} GFLOP/s{share}"
     moved = row["gbytes_per_s"] * row["fastconv_ms"]
-    return f"needs {factor * moved / peer_ms:.1f} GB/s (now {row['gbytes_per_s']:.1f})"
+    text = f"needs {factor * moved / peer_ms:.1f} GB/s (now {row['gbytes_per_s']:.1f}"
+    if bandwidth:
+        text += f"; DRAM copies at {bandwidth['copy_gbs_n']:.0f}"
+    return text + ")"
 
 
 class Report:
@@ -87,8 +94,10 @@ def conv_targets(data, report: Report) -> None:
         if memory_bound and r.get("ratio") is not None:
             factor = 5 if (r["op"] == "max_pool" and r["pass"] == "forward") else 2
             ok = r["ratio"] >= factor
+            bandwidth = meta.get("memory_bandwidth") if "gbytes_per_s" in r else None
             report.check(ok, f"{r['op']} {r['name']} {r['pass']} {r['ratio']:.2f}x PyTorch "
-                             f"(target {factor}x)" + ("" if ok else f"; {need(r, factor, peak)}"))
+                             f"(target {factor}x)"
+                             + ("" if ok else f"; {need(r, factor, peak, bandwidth)}"))
 
 
 def one_thread_target(two, one, report: Report) -> None:
