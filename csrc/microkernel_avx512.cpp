@@ -8,7 +8,8 @@
 // rows_dots and rows_taps (256-bit vectors, but 32 registers: larger tiles), rows_dots_9 and
 // rows_correlate (the same code with 32 registers: fewer spills, and rows_dots_9's 3x3 layout
 // keeps two accumulator sets; the depthwise layer's weight gradient 1.08-1.17x, forward and
-// input gradient 1.02-1.04x, one thread, before the row-pointer kernels) and the max-pool
+// input gradient 1.02-1.04x, one thread, before the row-pointer kernels; rows_correlate's
+// dense windows other than 3x3 take four output rows at a time, kDenseRows) and the max-pool
 // backward's 2x2 blocks (pool_avx512.cpp) are AVX-512 code; the other plane, pooling and
 // transpose kernels of the table are the AVX2 ones (every AVX-512 CPU runs AVX2).
 #include <immintrin.h>
