@@ -276,9 +276,21 @@ __attribute__((always_inline)) inline void col2im_plane(const Im2col& g, const T
 constexpr int64_t kPitchedMaxWidth = 12;
 
 struct Pitched {
-  int64_t Wo, Wq, Hq, Pq;
+  // Rows of the column gradient: Pq values at `margin` into a row of `row` values, the
+  // margins -0.0 (PlaneKernels::col2im_pitched reads a tap's row from -margin on and adds
+  // them: they change nothing).
+  int64_t Wo, Wq, Hq, Pq, margin, row;
   explicit Pitched(const Conv2dShape& s)
-      : Wo(s.Wo), Wq(s.Wo + s.S - 1), Hq(s.Ho + s.R - 1), Pq((s.Ho - 1) * Wq + s.Wo) {}
+      : Wo(s.Wo), Wq(s.Wo + s.S - 1), Hq(s.Ho + s.R - 1), Pq((s.Ho - 1) * Wq + s.Wo),
+        margin((s.R - 1) * Wq + s.S - 1 + kPlaneChunk), row(Pq + 2 * margin) {}
+  // The margins of a column gradient of `rows` rows, once per buffer.
+  template <typename T>
+  void fill_margins(T* col, int64_t rows) const {
+    for (int64_t q = 0; q < rows; ++q) {
+      std::fill(col + q * row, col + q * row + margin, T(-0.0));
+      std::fill(col + q * row + margin + Pq, col + (q + 1) * row, T(-0.0));
+    }
+  }
   // Packs B(k0:k0+kc, j0:j0+nc), B[k][ho*Wq + wo] = dy[k*P + ho*Wo + wo] (0 for wo >= Wo),
   // in gemm's panel layout (as pack_b_strided).
   template <typename T>
@@ -307,20 +319,15 @@ struct Pitched {
 };
 
 // dx plane of one channel (H x W) = init + the scatter-add of its R*S rows of the pitched
-// column gradient, through the padded plane `padded` (Hq x Wq scratch) unless the layer has
-// no padding (the plane is then dx's own).
+// column gradient (the ISA's PlaneKernels::col2im_pitched, which reads the rows' -0.0
+// margins), through the padded plane `padded` (Hq x Wq scratch) unless the layer has no
+// padding (the plane is then dx's own).
 template <typename T>
-void col2im_pitched(const Conv2dShape& s, const Pitched& pitch, const T* col, T init, T* padded,
-                    T* plane) {
+void col2im_pitched(const PlaneKernels<T>& kernels, const Conv2dShape& s, const Pitched& pitch,
+                    const T* col, T init, T* padded, T* plane) {
   const bool in_place = s.pad_h == 0 && s.pad_w == 0;
   T* target = in_place ? plane : padded;
-  std::fill(target, target + pitch.Hq * pitch.Wq, init);
-  for (int64_t r = 0; r < s.R; ++r)
-    for (int64_t t = 0; t < s.S; ++t) {
-      const T* src = col + (r * s.S + t) * pitch.Pq;
-      T* d = target + r * pitch.Wq + t;
-      for (int64_t i = 0; i < pitch.Pq; ++i) d[i] += src[i];
-    }
+  kernels.col2im_pitched(s.R, s.S, pitch.Wq, pitch.row, pitch.Hq * pitch.Wq, col, init, target);
   if (!in_place)
     for (int64_t ih = 0; ih < s.H; ++ih) {
       const T* row = padded + (ih + s.pad_h) * pitch.Wq + s.pad_w;
@@ -1414,7 +1421,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   const bool pitched = sizeof(T) == 4 && !direct && G == 1 && s.stride_h == 1 &&
                        s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.Ho > 0 &&
                        s.Wo > 0 && s.Wo <= kPitchedMaxWidth && all_finite(w, s.K * CRS, w, 0);
-  const int64_t col_size = pitched ? CRS * pitch.Pq : per_image;
+  const int64_t col_size = pitched ? CRS * pitch.row : per_image;
   if (!direct && col_size * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
       s.N >= 4 * image_threads) {
     T* cols = thread_scratch<T>(kScratchColumns, image_threads * col_size);
@@ -1422,21 +1429,24 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     T* planes = pitched && (s.pad_h || s.pad_w)
                     ? thread_scratch<T>(kScratchStacked, image_threads * pitch.Hq * pitch.Wq)
                     : nullptr;
+    const PlaneKernels<T> planes_isa = active_plane_kernels<T>();
+    std::vector<char> margins_filled(image_threads, 0);  // per thread's column buffer
     parallel_for(s.N, image_threads, [&](int64_t n, int thread) {
       T* col = cols + thread * col_size;
       if (pitched) {
+        if (!margins_filled[thread]) pitch.fill_margins(col, CRS), margins_filled[thread] = 1;
         const T* dyn = dy + n * s.K * P;
         gemm(
             uk, blk, CRS, pitch.Pq, s.K, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
             [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
               pitch.pack(dyn, P, pc, kc, jc, ncb, uk.nr, dst);
             },
-            col, pitch.Pq, false, b_scratch + thread * b_size);
+            col + pitch.margin, pitch.row, false, b_scratch + thread * b_size);
         T* dxn = dx + n * s.C * HW;
         T* padded = planes ? planes + thread * pitch.Hq * pitch.Wq : nullptr;
         for (int64_t c = 0; c < s.C; ++c)
-          col2im_pitched(s, pitch, col + c * RS * pitch.Pq, bias ? bias[c] : T(0), padded,
-                         dxn + c * HW);
+          col2im_pitched(planes_isa, s, pitch, col + c * RS * pitch.row + pitch.margin,
+                         bias ? bias[c] : T(0), padded, dxn + c * HW);
         return;
       }
       for (int64_t g = 0; g < G; ++g) {
