@@ -8,7 +8,8 @@
 // layers with long output rows and of 1x1 layers transposed, dW^T = col * dy^T
 // (weight_grad_phase_planes, weight_grad_pointwise); few-channel stride-1 layers' three passes
 // as direct loops over zero-padded planes (forward_plane_taps, also for the input gradient as
-// the flipped layer's forward pass; weight_grad_plane_dots).
+// the flipped layer's forward pass; weight_grad_plane_dots); strided few-channel layers' input
+// gradients as one such loop per stride phase of dx (input_grad_phase_taps).
 //
 // For one image n and one group g (Cg = C/groups, Kg = K/groups, CRS = Cg*R*S, P = Ho*Wo):
 //   col[q][p], q = (c*R + r)*S + s, p = ho*Wo + wo:  x[c, ho*sh - ph + r*dh, wo*sw - pw + s*dw]
@@ -27,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "channels_last.h"
@@ -982,6 +984,133 @@ void forward_plane_taps(const Conv2dShape& s, const T* x, const T* w, const T* b
   });
 }
 
+// Input gradient of strided layers with few input channels (the stem: 3 channels, 7x7,
+// stride 2) as sh*sw stride-1 correlations of dy, one per phase (a, b) of dx's rows and
+// columns, each over the taps that reach it (tr = ra + sh*t, ts = rb + sw*u):
+//   dx[c][sh*i + a][sw*j + b] = bias[c] + sum over (k, t, u) of
+//                               w[k][c][tr][ts] * dy[k][i + da - t][j + db - u]
+// with ra = (a + ph) % sh, da = (a + ph - ra) / sh (columns alike), dy 0 outside. rows_taps
+// sums each phase's K*Ta*Tb taps in registers, over a band of dy's rows copied zero-padded
+// into the task's scratch (about 512 KiB, so that it stays in L2 across the phases and the
+// tiles: bands of 768 KiB-3 MiB measured no faster); the phases' rows go to a second scratch
+// and are interleaved into dx. No column matrix: on the GEMM path the stem's was 15 MB an
+// image in float64, written and read back through memory (perf: the GEMM 43% of the samples,
+// col2im 14%, packing dy 10%). Tasks: (image, band of phase rows), each writing its own rows.
+struct StridePhase {
+  int64_t first_tap, offset, taps, size;  // first tap ra, shift da, taps Ta, dx rows in phase
+};
+
+inline StridePhase stride_phase(int64_t a, int64_t stride, int64_t pad, int64_t kernel,
+                                int64_t size) {
+  const int64_t first = (a + pad) % stride;
+  return {first, (a + pad - first) / stride, first < kernel ? ceil_div(kernel - first, stride) : 0,
+          a < size ? ceil_div(size - a, stride) : 0};
+}
+
+// AVX-512 only, whose 32 registers give rows_taps tiles of 4 planes (all of the stem's 3
+// channels feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input
+// gradient 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
+template <typename T>
+bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
+  constexpr int64_t L = 32 / sizeof(T);
+  const int64_t narrowest = s.W / s.stride_w;  // the shortest phase row
+  return std::strcmp(active_isa().name, "avx512") == 0 && s.groups == 1 && (s.stride_h > 1 || s.stride_w > 1) && s.dil_h == 1 && s.dil_w == 1 &&
+         s.C <= 4 && s.R >= s.stride_h && s.S >= s.stride_w && narrowest >= 3 * L &&
+         s.H / s.stride_h >= 1 && s.K * (s.R / s.stride_h) * (s.S / s.stride_w) >= 16;
+}
+
+template <typename T>
+void input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+  const int64_t sh = s.stride_h, sw = s.stride_w, K = s.K, C = s.C, RS = s.R * s.S;
+  const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
+  std::vector<StridePhase> rows(sh), cols(sw);
+  for (int64_t a = 0; a < sh; ++a) rows[a] = stride_phase(a, sh, s.pad_h, s.R, s.H);
+  for (int64_t b = 0; b < sw; ++b) cols[b] = stride_phase(b, sw, s.pad_w, s.S, s.W);
+  // The band's dy rows run from i0 + lo to i1 + hi (exclusive), its columns from lo_c.
+  int64_t lo = 0, hi = 0, lo_c = 0, hi_c = 0, phase_rows = 0, phase_cols = 0;
+  for (const StridePhase& r : rows)
+    lo = std::min(lo, r.offset - r.taps + 1), hi = std::max(hi, r.offset),
+    phase_rows = std::max(phase_rows, r.size);
+  for (const StridePhase& c : cols)
+    lo_c = std::min(lo_c, c.offset - c.taps + 1), hi_c = std::max(hi_c, c.offset),
+    phase_cols = std::max(phase_cols, c.size);
+  const int64_t Wp = phase_cols + hi_c - lo_c;
+  const int64_t row_bytes = K * Wp * static_cast<int64_t>(sizeof(T));
+  const int nthreads = threads_for(2.0 * s.N * K * P * C * RS, kMinFlopsPerThread, s.N * phase_rows);
+  int64_t band = std::max<int64_t>(1, (512 << 10) / row_bytes - (hi - lo));
+  band = std::min(band, ceil_div(s.N * phase_rows, 4 * int64_t(nthreads)));  // tasks to share
+  band = std::clamp<int64_t>(band, 1, phase_rows);
+  const int64_t bands = ceil_div(phase_rows, band), band_rows = band + hi - lo;
+  const int64_t band_plane = band_rows * Wp;
+  // Each phase's taps (k, t, u) as offsets into the band, and its weights in the same order.
+  const int64_t phases = sh * sw;
+  std::vector<int64_t> tap_begin(phases + 1, 0);
+  for (int64_t a = 0; a < sh; ++a)
+    for (int64_t b = 0; b < sw; ++b)
+      tap_begin[a * sw + b + 1] = tap_begin[a * sw + b] + K * rows[a].taps * cols[b].taps;
+  const int64_t all_taps = tap_begin[phases];
+  std::vector<int64_t> tap_off(all_taps);
+  std::vector<T> weights(C * all_taps);  // phase p: C rows of its taps, from C * tap_begin[p]
+  for (int64_t a = 0; a < sh; ++a)
+    for (int64_t b = 0; b < sw; ++b) {
+      const int64_t p = a * sw + b, taps = tap_begin[p + 1] - tap_begin[p];
+      int64_t q = 0;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t t = 0; t < rows[a].taps; ++t)
+          for (int64_t u = 0; u < cols[b].taps; ++u, ++q) {
+            tap_off[tap_begin[p] + q] =
+                k * band_plane + (rows[a].offset - t - lo) * Wp + cols[b].offset - u - lo_c;
+            const int64_t r = rows[a].first_tap + sh * t, ts = cols[b].first_tap + sw * u;
+            for (int64_t c = 0; c < C; ++c)
+              weights[C * tap_begin[p] + c * taps + q] = w[((k * C + c) * s.R + r) * s.S + ts];
+          }
+    }
+  const PlaneKernels<T> kernels = active_plane_kernels<T>();
+  const int64_t out_size = C * band * phase_cols;  // one phase's rows of the band
+  T* scratch = thread_scratch<T>(kScratchColumns, nthreads * (K * band_plane + phases * out_size));
+  parallel_for(s.N * bands, nthreads, [&](int64_t task, int thread) {
+    const int64_t n = task / bands, i0 = task % bands * band, i1 = std::min(phase_rows, i0 + band);
+    T* in = scratch + thread * (K * band_plane + phases * out_size);
+    T* out = in + K * band_plane;
+    // dy rows i0 + lo .. i1 + hi and columns lo_c .. lo_c + Wp, zero outside dy.
+    const int64_t first_col = std::max<int64_t>(0, lo_c), col_end = std::min(s.Wo, lo_c + Wp);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t l = 0; l < i1 - i0 + hi - lo; ++l) {
+        T* d = in + k * band_plane + l * Wp;
+        const int64_t ho = i0 + lo + l;
+        if (ho < 0 || ho >= s.Ho || col_end <= first_col) {
+          std::fill(d, d + Wp, T(0));
+          continue;
+        }
+        std::fill(d, d + (first_col - lo_c), T(0));
+        copy_run(dy + ((n * K + k) * s.Ho + ho) * s.Wo + first_col, col_end - first_col,
+                 d + (first_col - lo_c));
+        std::fill(d + (col_end - lo_c), d + Wp, T(0));
+      }
+    for (int64_t a = 0; a < sh; ++a) {
+      const int64_t r1 = std::min(i1, rows[a].size);
+      if (r1 <= i0) continue;
+      for (int64_t b = 0; b < sw; ++b) {
+        const int64_t p = a * sw + b;
+        kernels.rows_taps(r1 - i0, cols[b].size, in, Wp, tap_off.data() + tap_begin[p],
+                          tap_begin[p + 1] - tap_begin[p], weights.data() + C * tap_begin[p],
+                          tap_begin[p + 1] - tap_begin[p], C, bias, out + p * out_size,
+                          (r1 - i0) * cols[b].size);
+      }
+      // Interleave the phases' rows into dx's rows sh*i + a.
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = i0; i < r1; ++i) {
+          T* d = dx + (n * C + c) * HW + (sh * i + a) * s.W;
+          for (int64_t b = 0; b < sw; ++b) {
+            const int64_t width = cols[b].size;
+            const T* src = out + (a * sw + b) * out_size + (c * (r1 - i0) + i - i0) * width;
+            for (int64_t j = 0; j < width; ++j) d[sw * j + b] = src[j];
+          }
+        }
+    }
+  });
+}
+
 // Weight gradient (plane_taps_preferred layers) as dot products over whole planes:
 //   sums[split][k][c][r][s][lane] += sum over (ho, wo) of one vector lane of
 //                                    dy[n][k][ho][wo] * xpad[c][ho + r*dh][wo + s*dw]
@@ -1394,6 +1523,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
       return forward_channels_last(t, uk_cl, dy, flipped, bias, dx);
     }
   }
+  if (s.K > 0 && phase_taps_input_grad_preferred<T>(s) && all_finite(w, s.K * CRS, w, 0))
+    return input_grad_phase_taps(s, w, dy, bias, dx);  // not with non-finite weights: 0 * inf
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);
   const bool pairs = geo.sw == 2 && geo.dw == 1 && geo.S > 1;  // col2im_plane_pairs applies

@@ -929,6 +929,74 @@ def test_conv_transpose_plane_taps_bias(dtype, isa):
     assert_close(got, want, dtype, 32 * 9, "conv_transpose2d 32 -> 3")
 
 
+# Strided layers with at most 4 input channels and phase rows of 24 or more (3 float
+# vectors): the input gradient as stride-1 correlations per phase of dx (input_grad_phase_taps).
+# N, C, H, W, K, kernel, stride, padding
+STRIDE_PHASE_CASES = [
+    (2, 3, 56, 58, 16, 7, 2, 3),              # the stem's window, stride and padding
+    (1, 2, 33, 61, 8, (3, 5), 2, (1, 2)),     # odd sizes: phases of unequal rows and columns
+    (2, 1, 40, 80, 16, (4, 3), (3, 2), (0, 1)),
+    (2, 4, 30, 75, 20, 3, 3, 1),              # one tap row and column per phase
+    (2, 3, 20, 50, 8, (3, 4), (1, 2), 1),     # strided along the rows only
+    (1, 3, 21, 30, 7, (5, 3), (2, 1), (2, 0)),  # along the columns only
+    (2, 2, 30, 52, 4, 5, 2, 4),               # padding of the whole window's extent
+    (3, 3, 96, 50, 5, (6, 4), 2, (2, 3)),     # several bands of rows an image
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c", STRIDE_PHASE_CASES, ids=lambda c: fmt(c))
+def test_input_grad_stride_phases(c, dtype, isa):
+    """dx's stride phases, each a stride-1 correlation of the zero-padded dy over the taps
+    that reach it, interleaved into dx.
+    Matches the reference at 1-4 threads, bit for bit the same at each."""
+    N, C, H, W, K, kernel, stride, padding = c
+    (kh, kw), (sh, sw) = ref.pair(kernel), ref.pair(stride)
+    assert C <= 4 and W // sw >= 24 and kh >= sh and kw >= sw  # the path's condition
+    assert K * (kh // sh) * (kw // sw) >= 16
+    rng = np.random.default_rng(N * C * H * W * K)
+    w = rand(rng, (K, C, kh, kw), dtype)
+    args = dict(stride=stride, padding=padding)
+    Ho, Wo = ref.conv2d(np.zeros((1, C, H, W)), np.zeros((1, C, kh, kw)), **args).shape[2:]
+    dy = rand(rng, (N, K, Ho, Wo), dtype)
+    want = ref.conv2d_input_grad((N, C, H, W), w, dy, **args)
+    results = at_thread_counts(lambda: fastconv.conv2d_input_grad((N, C, H, W), w, dy, **args),
+                               (1, 2, 3, 4))
+    assert_close(results[0], want, dtype, K * kh * kw, fmt(c))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_conv_transpose_stride_phases_bias(dtype, isa):
+    """A stride-2 transposed convolution to 3 channels (the stride phases' path) adds its
+    bias to every phase of every output plane."""
+    rng = np.random.default_rng(8)
+    x = rand(rng, (2, 16, 30, 30), dtype)
+    w = rand(rng, (16, 3, 5, 5), dtype)
+    b = rand(rng, (3,), dtype)
+    args = dict(stride=2, padding=2, output_padding=1)
+    want = ref.conv_transpose2d(x, w, b, **args)
+    got = fastconv.conv_transpose2d(x, w, b, **args)
+    assert got.shape == (2, 3, 60, 60)
+    assert_close(got, want, dtype, 16 * 25, "conv_transpose2d 16 -> 3, stride 2")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_input_grad_stride_phases_infinite_weight(dtype, isa):
+    """An infinite weight: the padded dy's zeros times it would be NaN where the true sum
+    (over the taps inside dy only) is infinite, so such weights take the GEMM path."""
+    rng = np.random.default_rng(9)
+    w = rand(rng, (8, 3, 5, 5), dtype)
+    w[2, 1, 0, 0] = np.inf
+    dy = np.abs(rand(rng, (1, 8, 24, 32), dtype))
+    args = dict(stride=2, padding=2)
+    want = ref.conv2d_input_grad((1, 3, 48, 64), w, dy, **args)
+    got = fastconv.conv2d_input_grad((1, 3, 48, 64), w, dy, **args)
+    assert np.isinf(want).any() and not np.isnan(want).any()
+    assert_close(got, want, dtype, 8 * 25, "infinite weight")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_weight_grad_plane_dots_infinity_in_a_zeroed_lane(dtype, isa):
     """Rows of 27: the last vector is shifted back over columns already counted, their lanes
