@@ -154,6 +154,13 @@ using AvgRowFn = void (*)(const T* xr, int64_t nrows, int64_t rstep, int64_t kw,
 template <typename T>
 using MaxBackward2x2Fn = bool (*)(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo,
                                   int64_t W, T* dx);
+// max_backward_2x2_stack (float): the same for planes that the blocks tile exactly
+//   (H = 2*Ho, W = 2*Wo) with rows of Wo < 8 outputs, over `rows` rows of the stack of all
+//   planes' output rows from stack row h0 on (plane row (h0 + h) % Ho; dy and idx dense, dx
+//   rows 2h, 2h+1 at dx + 4*Wo*h); writes all 4*Wo*rows elements. Returns false after the
+//   first row holding an index outside its block (dx then unspecified).
+using MaxBackward2x2StackFn = bool (*)(const int64_t* idx, const float* dy, int64_t rows,
+                                       int64_t h0, int64_t Ho, int64_t Wo, float* dx);
 // max_rows / avg_rows: `rows` output rows of `count` outputs, dense in y (and idx), every
 //   window inside the image: row h is max_row / avg_row at xr + h*x_step with c0 = 0, its
 //   indices (if idx is not null) ((plane_row0 + h) % plane_rows) * x_step + the winner's place
@@ -176,6 +183,7 @@ struct PoolRowKernels {
   AvgRowFn<double> avg_row_f64;
   MaxBackward2x2Fn<float> max_backward_2x2_f32;
   MaxBackward2x2Fn<double> max_backward_2x2_f64;
+  MaxBackward2x2StackFn max_backward_2x2_stack_f32;  // null: none (float64 scatters)
   MaxRowsFn<float> max_rows_f32;
   AvgRowsFn<float> avg_rows_f32;
   MaxRowsFn<double> max_rows_f64;

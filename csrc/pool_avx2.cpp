@@ -476,7 +476,7 @@ bool max_backward_2x2(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo, i
 
 const PoolRowKernels kPoolRowKernelsAvx2 = {
     &max_row<float>,          &avg_row<float>,          &max_row<double>, &avg_row<double>,
-    &max_backward_2x2<float>, &max_backward_2x2<double>, &max_rows<float>, &avg_rows<float>,
-    &max_rows<double>,        &avg_rows<double>};
+    &max_backward_2x2<float>, &max_backward_2x2<double>, nullptr,          &max_rows<float>,
+    &avg_rows<float>,         &max_rows<double>,        &avg_rows<double>};
 
 }  // namespace fastconv

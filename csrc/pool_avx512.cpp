@@ -74,12 +74,51 @@ bool max_backward_2x2(const int64_t* idx, const T* dy, int64_t Ho, int64_t Wo, i
   return true;
 }
 
+// Contract: MaxBackward2x2StackFn in microkernel.h. One masked step a row (Wo < 8 outputs,
+// 2*Wo elements of each dx row): the blocks' first elements 2*(plane row)*W + 2i, the row's
+// plane row counted along the stack. Float only: in float64 (two stores a dx row) it measured
+// 0.95x the scatter at 2 threads.
+bool max_backward_2x2_stack(const int64_t* idx, const float* dy, int64_t rows, int64_t h0,
+                            int64_t Ho, int64_t Wo, float* dx) {
+  const int64_t W = 2 * Wo;
+  const __m512i w = _mm512_set1_epi64(W), w1 = _mm512_set1_epi64(W + 1);
+  const __m512i w32 = _mm512_set1_epi32(int32_t(W));
+  const __m512i lanes_first = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __mmask8 outputs = __mmask8((1u << Wo) - 1);
+  const __mmask16 elements = __mmask16((1u << W) - 1);
+  int64_t hp = h0 % Ho;
+  for (int64_t h = 0; h < rows; ++h, idx += Wo, dy += Wo) {
+    const __m512i first = _mm512_add_epi64(_mm512_set1_epi64(2 * hp * W), lanes_first);
+    const __m512i offset = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(outputs, idx), first);
+    const __mmask8 inside = _mm512_cmpeq_epi64_mask(offset, _mm512_setzero_si512()) |
+                            _mm512_cmpeq_epi64_mask(offset, _mm512_set1_epi64(1)) |
+                            _mm512_cmpeq_epi64_mask(offset, w) |
+                            _mm512_cmpeq_epi64_mask(offset, w1);
+    if ((inside & outputs) != outputs) return false;
+    // lane 2i + b (b = 0, 1): offset_i - b, as int32 (exact once inside)
+    const __m512i pairs = _mm512_sub_epi32(
+        _mm512_permutexvar_epi32(pair_lanes, _mm512_castsi256_si512(_mm512_cvtepi64_epi32(offset))),
+        _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1));
+    const __mmask16 top = _mm512_cmpeq_epi32_mask(pairs, _mm512_setzero_si512());
+    const __mmask16 bottom = _mm512_cmpeq_epi32_mask(pairs, w32);
+    const __m512 d = _mm512_permutexvar_ps(
+        pair_lanes, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(outputs, dy)));
+    float* r0 = dx + 2 * W * h;
+    _mm512_mask_storeu_ps(r0, elements, _mm512_maskz_mov_ps(top, d));
+    _mm512_mask_storeu_ps(r0 + W, elements, _mm512_maskz_mov_ps(bottom, d));
+    if (++hp == Ho) hp = 0;
+  }
+  return true;
+}
+
 }  // namespace
 
 PoolRowKernels pool_kernels_avx512(const PoolRowKernels& avx2) {
   PoolRowKernels table = avx2;
   table.max_backward_2x2_f32 = &max_backward_2x2<float>;
   table.max_backward_2x2_f64 = &max_backward_2x2<double>;
+  table.max_backward_2x2_stack_f32 = &max_backward_2x2_stack;
   return table;
 }
 

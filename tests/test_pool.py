@@ -321,11 +321,13 @@ def test_avg_pool_divisor_and_padding_semantics(isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("hw", [(16, 16), (17, 22), (24, 19), (10, 10), (7, 9), (2, 3),
-                                (28, 28), (6, 33), (12, 46), (5, 70)],
+                                (28, 28), (6, 33), (12, 46), (5, 70),
+                                (2, 2), (4, 4), (6, 14), (16, 8), (12, 12), (9, 12)],
                          ids=lambda hw: f"{hw[0]}x{hw[1]}")
 def test_max_pool_backward_2x2_windows(hw, dtype, isa):
     """2x2 windows side by side, rows of 8 or more outputs (the last 4 or 8 of a row not a
-    multiple of the step overlap) or fewer (scattered): dy where the window's index points, 0
+    multiple of the step overlap) or fewer (with AVX-512 the stack of all planes' rows where
+    the windows tile the planes, else scattered): dy where the window's index points, 0
     elsewhere and 0 in the rows and columns no window covers, over an `out` full of NaN; a
     plane holding an index outside its own window, in a row's last outputs, in a last row or
     past the windows, and the planes after it, are scattered like the reference (duplicates
