@@ -1019,8 +1019,10 @@ bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
          s.H / s.stride_h >= 1 && s.K * (s.R / s.stride_h) * (s.S / s.stride_w) >= 16;
 }
 
+// False, having done nothing, where even a band of one row would take more than 8 MiB of
+// scratch a thread (thousands of output channels on wide images): the GEMM path then.
 template <typename T>
-void input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
+bool input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const T* bias, T* dx) {
   const int64_t sh = s.stride_h, sw = s.stride_w, K = s.K, C = s.C, RS = s.R * s.S;
   const int64_t HW = s.H * s.W, P = s.Ho * s.Wo;
   std::vector<StridePhase> rows(sh), cols(sw);
@@ -1036,6 +1038,7 @@ void input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const 
     phase_cols = std::max(phase_cols, c.size);
   const int64_t Wp = phase_cols + hi_c - lo_c;
   const int64_t row_bytes = K * Wp * static_cast<int64_t>(sizeof(T));
+  if (row_bytes * (1 + hi - lo) > (8 << 20)) return false;
   const int nthreads = threads_for(2.0 * s.N * K * P * C * RS, kMinFlopsPerThread, s.N * phase_rows);
   int64_t band = std::max<int64_t>(1, (512 << 10) / row_bytes - (hi - lo));
   band = std::min(band, ceil_div(s.N * phase_rows, 4 * int64_t(nthreads)));  // tasks to share
@@ -1109,6 +1112,7 @@ void input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const 
         }
     }
   });
+  return true;
 }
 
 // Weight gradient (plane_taps_preferred layers) as dot products over whole planes:
@@ -1523,8 +1527,9 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
       return forward_channels_last(t, uk_cl, dy, flipped, bias, dx);
     }
   }
-  if (s.K > 0 && phase_taps_input_grad_preferred<T>(s) && all_finite(w, s.K * CRS, w, 0))
-    return input_grad_phase_taps(s, w, dy, bias, dx);  // not with non-finite weights: 0 * inf
+  if (s.K > 0 && phase_taps_input_grad_preferred<T>(s) && all_finite(w, s.K * CRS, w, 0) &&
+      input_grad_phase_taps(s, w, dy, bias, dx))
+    return;  // not with non-finite weights: the padding's 0 * inf would be NaN
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);
   const bool pairs = geo.sw == 2 && geo.dw == 1 && geo.S > 1;  // col2im_plane_pairs applies
