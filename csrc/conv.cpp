@@ -1014,8 +1014,9 @@ template <typename T>
 bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
   constexpr int64_t L = 32 / sizeof(T);
   const int64_t narrowest = s.W / s.stride_w;  // the shortest phase row
-  return std::strcmp(active_isa().name, "avx512") == 0 && s.groups == 1 && (s.stride_h > 1 || s.stride_w > 1) && s.dil_h == 1 && s.dil_w == 1 &&
-         s.C <= 4 && s.R >= s.stride_h && s.S >= s.stride_w && narrowest >= 3 * L &&
+  return std::strcmp(active_isa().name, "avx512") == 0 && s.groups == 1 &&
+         (s.stride_h > 1 || s.stride_w > 1) && s.dil_h == 1 && s.dil_w == 1 && s.C <= 4 &&
+         s.R >= s.stride_h && s.S >= s.stride_w && narrowest >= 3 * L &&
          s.H / s.stride_h >= 1 && s.K * (s.R / s.stride_h) * (s.S / s.stride_w) >= 16;
 }
 
@@ -1039,7 +1040,8 @@ bool input_grad_phase_taps(const Conv2dShape& s, const T* w, const T* dy, const 
   const int64_t Wp = phase_cols + hi_c - lo_c;
   const int64_t row_bytes = K * Wp * static_cast<int64_t>(sizeof(T));
   if (row_bytes * (1 + hi - lo) > (8 << 20)) return false;
-  const int nthreads = threads_for(2.0 * s.N * K * P * C * RS, kMinFlopsPerThread, s.N * phase_rows);
+  const int nthreads =
+      threads_for(2.0 * s.N * K * P * C * RS, kMinFlopsPerThread, s.N * phase_rows);
   int64_t band = std::max<int64_t>(1, (512 << 10) / row_bytes - (hi - lo));
   band = std::min(band, ceil_div(s.N * phase_rows, 4 * int64_t(nthreads)));  // tasks to share
   band = std::clamp<int64_t>(band, 1, phase_rows);

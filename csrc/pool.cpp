@@ -25,8 +25,10 @@
 // max backward: per plane, zero the dx plane (it stays in L1/L2) and scatter-add dy at the
 //   indices (arbitrary indices are allowed, so no gather formulation). Where every index
 //   lies in its own 2x2 block (a 2x2 stride-2 pool) and rows have >= 8 outputs, the ISA's
-//   vectorised select writes each dx element once instead (max_backward_disjoint_2x2); a
-//   plane with any other index is scattered. A gradient of 16 MiB or more (more than the
+//   vectorised select writes each dx element once instead (max_backward_disjoint_2x2), and
+//   where such blocks tile the planes with shorter rows (float, AVX-512) it does so over the
+//   stack of all planes' rows, a task's block in one call; a plane (or with the stack, the
+//   call) with any other index is scattered. A gradient of 16 MiB or more (more than the
 //   L3 keeps of it) is scattered into an L2 scratch plane and streamed into dx with
 //   non-temporal stores, which skip reading dx's lines before writing them (k3s2p1 on
 //   8x64x112x112, A/B both orders on Zen 3 at 2 threads: 1.08-1.31x, caches flushed

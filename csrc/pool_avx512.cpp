@@ -1,6 +1,8 @@
 // AVX-512F pooling kernels (compiled with -mavx512f -mavx512vl; reached only through the
 // AVX-512 entry of the dispatch table, IsaKernels::pool): the max-pool backward of 2x2 blocks
-// at 8 outputs a step (AVX2's does 4); the table's other pooling kernels are AVX2's.
+// at 8 outputs a step (AVX2's does 4), and in float for planes that the blocks tile with rows
+// of fewer outputs, over the stack of all planes' rows; the table's other pooling kernels are
+// AVX2's.
 // A step: the 8 int64 indices minus their blocks' first elements (offsets 0, 1, W, W+1 for
 // the top left, top right, bottom left, bottom right element) are checked inside their
 // blocks with 64-bit compares; then, as int32 lanes (exact once inside), each offset is

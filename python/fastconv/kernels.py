@@ -81,7 +81,7 @@ def _pair(value, name: str, minimum: int) -> tuple[int, int]:
 
 def _shape(value, name: str, ndim: int) -> tuple[int, ...]:
     if type(value) is tuple and len(value) == ndim and set(map(type, value)) == {int}:
-        # an array's .shape, the common case: no conversion (1.1 -> 0.4 us a call)
+        # an array's .shape, the common case: no conversion (1.1 -> 0.6 us a call)
         if min(value) < 0 or max(value) > _MAX_INT:
             raise ValueError(f"{name}: sizes must be in [0, 2**62], got {value!r}")
         return value
