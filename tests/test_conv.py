@@ -930,7 +930,8 @@ def test_conv_transpose_plane_taps_bias(dtype, isa):
 
 
 # Strided layers with at most 4 input channels and phase rows of 24 or more (3 float
-# vectors): the input gradient as stride-1 correlations per phase of dx (input_grad_phase_taps).
+# vectors): the input gradient as stride-1 correlations per phase of dx (input_grad_phase_taps,
+# on AVX-512; the other ISAs run these layers on the GEMM path).
 # N, C, H, W, K, kernel, stride, padding
 STRIDE_PHASE_CASES = [
     (2, 3, 56, 58, 16, 7, 2, 3),              # the stem's window, stride and padding
