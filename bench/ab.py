@@ -50,6 +50,9 @@ SHAPES.update({
     "s2_c64": (8, 64, 64, 64, 128, 3, 2, 1, 1, 1),
     "s2_1x1": (8, 64, 56, 56, 128, 1, 2, 0, 1, 1),  # ResNet's downsampling shortcut
     "s2_c256": (8, 256, 14, 14, 512, 3, 2, 1, 1, 1),
+    # a transposed convolution to an image (DCGAN's last layer, 4x4 stride 2): the input
+    # gradient's stride phases (input_grad_phase_taps)
+    "dcgan_out": (64, 3, 64, 64, 64, 4, 2, 1, 1, 1),
     # strided depthwise (MobileNet-like): the stride-phase planes of depthwise.cpp
     "depthwise_s2": (8, 128, 56, 56, 128, 3, 2, 1, 1, 128),
     "depthwise_s2_5x5": (8, 96, 56, 56, 96, 5, 2, 2, 1, 96),
