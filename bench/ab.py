@@ -36,7 +36,7 @@ SHAPES = {name: (n, c, h, w, k, r, st, p, d, g)
 SHAPES.update({
     "rows20": (32, 8, 20, 20, 32, 3, 1, 1, 1, 1),  # output rows of 20: panels of 16 span rows
     "rows20_c3": (32, 3, 20, 20, 32, 3, 1, 1, 1, 1),  # the same with 3 channels (stacked rows)
-    # short output rows: the input gradient's pitched column gradient (rows of at most 12)
+    # short output rows: the input gradient's column gradient image by image (col2im_rows)
     "rows20_p0_c3": (32, 3, 22, 22, 32, 3, 1, 0, 1, 1),
     "rows14_c3": (64, 3, 14, 14, 32, 3, 1, 1, 1, 1),
     "rows16_c6_5x5": (64, 6, 20, 20, 16, 5, 1, 0, 1, 1),

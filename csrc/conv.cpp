@@ -265,78 +265,6 @@ __attribute__((always_inline)) inline void col2im_plane(const Im2col& g, const T
   }
 }
 
-// The column gradient of a stride-1 undilated layer with its output rows Wq = Wo + S - 1
-// apart (Pq positions, the last row Wo long), the GEMM's B being dy read the same way, with
-// zeros in the S - 1 columns past each row: those columns of the column gradient are then 0,
-// and row q = (c, r, s) of it adds into channel c's zero-padded dx plane (Ho + R - 1 =
-// H + 2*pad_h rows of Wq = W + 2*pad_w) as one contiguous run starting at (r, s), instead of
-// Ho runs of Wo (on LeNet's second layer, rows of 10, col2im_plane's short runs took 56% of
-// the input gradient). The GEMM grows by (S - 1) / Wo, so only for float32 rows of at most
-// 12 (bench/ab.py both orders: LeNet's second layer 1.18-1.3x at 2 threads, 1.3-1.48x at 1;
-// rows of 14, 16 and 20, 3-6 channels, 0.86-0.96x; in float64, whose GEMM weighs more
-// against col2im, LeNet's second layer 0.88-0.92x).
-constexpr int64_t kPitchedMaxWidth = 12;
-
-struct Pitched {
-  // Rows of the column gradient: Pq values at `margin` into a row of `row` values, the
-  // margins -0.0 (PlaneKernels::col2im_pitched reads a tap's row from -margin on and adds
-  // them: they change nothing).
-  int64_t Wo, Wq, Hq, Pq, margin, row;
-  explicit Pitched(const Conv2dShape& s)
-      : Wo(s.Wo), Wq(s.Wo + s.S - 1), Hq(s.Ho + s.R - 1), Pq((s.Ho - 1) * Wq + s.Wo),
-        margin((s.R - 1) * Wq + s.S - 1 + kPlaneChunk), row(Pq + 2 * margin) {}
-  // The margins of a column gradient of `rows` rows, once per buffer.
-  template <typename T>
-  void fill_margins(T* col, int64_t rows) const {
-    for (int64_t q = 0; q < rows; ++q) {
-      std::fill(col + q * row, col + q * row + margin, T(-0.0));
-      std::fill(col + q * row + margin + Pq, col + (q + 1) * row, T(-0.0));
-    }
-  }
-  // Packs B(k0:k0+kc, j0:j0+nc), B[k][ho*Wq + wo] = dy[k*P + ho*Wo + wo] (0 for wo >= Wo),
-  // in gemm's panel layout (as pack_b_strided).
-  template <typename T>
-  void pack(const T* dy, int64_t P, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr,
-            T* dst) const {
-    for (int64_t jp = 0; jp < nc; jp += nr) {
-      T* panel = dst + jp * kc;
-      const int64_t cols = std::min<int64_t>(nr, nc - jp);
-      // The panel's runs of dy (start column, length, offset into a row of dy), once for
-      // all its rows; the columns between them are zeros.
-      int64_t run_col[kMaxNR], run_len[kMaxNR], run_src[kMaxNR], runs = 0;
-      for (int64_t c = 0; c < cols;) {
-        const int64_t j = j0 + jp + c, ho = j / Wq, wo = j % Wq;
-        const int64_t len = std::min(cols - c, (wo < Wo ? Wo : Wq) - wo);
-        if (wo < Wo) run_col[runs] = c, run_len[runs] = len, run_src[runs++] = ho * Wo + wo;
-        c += len;
-      }
-      for (int64_t k = 0; k < kc; ++k) {
-        T* d = panel + k * nr;
-        const T* row = dy + (k0 + k) * P;
-        std::fill(d, d + nr, T(0));
-        for (int64_t i = 0; i < runs; ++i) copy_run(row + run_src[i], run_len[i], d + run_col[i]);
-      }
-    }
-  }
-};
-
-// dx plane of one channel (H x W) = init + the scatter-add of its R*S rows of the pitched
-// column gradient (the ISA's PlaneKernels::col2im_pitched, which reads the rows' -0.0
-// margins), through the padded plane `padded` (Hq x Wq scratch) unless the layer has no
-// padding (the plane is then dx's own).
-template <typename T>
-void col2im_pitched(const PlaneKernels<T>& kernels, const Conv2dShape& s, const Pitched& pitch,
-                    const T* col, T init, T* padded, T* plane) {
-  const bool in_place = s.pad_h == 0 && s.pad_w == 0;
-  T* target = in_place ? plane : padded;
-  kernels.col2im_pitched(s.R, s.S, pitch.Wq, pitch.row, pitch.Hq * pitch.Wq, col, init, target);
-  if (!in_place)
-    for (int64_t ih = 0; ih < s.H; ++ih) {
-      const T* row = padded + (ih + s.pad_h) * pitch.Wq + s.pad_w;
-      std::copy(row, row + s.W, plane + ih * s.W);
-    }
-}
-
 // Packs each group's weights as the GEMM's A (M x K, A_g[i][k] = w[g*M*K + i*rs + k*cs]), once
 // per call for all images, into scratch; *group_size = elements of one group's packed A.
 template <typename T>
@@ -1534,7 +1462,25 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     return;  // not with non-finite weights: the padding's 0 * inf would be NaN
   const GemmBlocking blk = gemm_blocking(uk);
   const Im2col geo(s);
+  const PlaneKernels<T> planes_isa = active_plane_kernels<T>();
+  // dx's plane of one channel from its rows of the column gradient: stride 1, where the
+  // rows are still in L2 (image by image), summed in registers by col2im_rows where the ISA
+  // has it (a chunk's column gradient from L3 read that way, 25 rows at once, ran 0.89-0.95x:
+  // 64,6,20,20 -> 16 5x5 in float64); else scattered, stride 2 in pairs of taps.
+  const bool rows = planes_isa.col2im_rows != nullptr && s.stride_h == 1 && s.stride_w == 1 &&
+                    s.S <= kCol2imRowsMaxS;
+  const PlaneGeometry rows_geometry = {s.H,     s.W,     s.Ho,    s.Wo,    s.R,     s.S,
+                                       1,       1,       s.pad_h, s.pad_w, s.dil_h, s.dil_w,
+                                       nullptr, nullptr, nullptr};
   const bool pairs = geo.sw == 2 && geo.dw == 1 && geo.S > 1;  // col2im_plane_pairs applies
+  auto col2im = [&](const T* col, T init, T* plane, bool in_l2) {
+    if (rows && in_l2)
+      planes_isa.col2im_rows(rows_geometry, col, init, plane);
+    else if (pairs)
+      col2im_plane_pairs(geo, col, init, plane);
+    else
+      col2im_plane(geo, col, init, plane);
+  };
 
   // A = each group's weights transposed: A[q][k] = w[g*Kg + k][q], a CRS x Kg matrix.
   const int64_t m_pad = round_up(CRS, uk.mr);
@@ -1552,41 +1498,12 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   // a chunk of images, 4 MiB, col2im read it back from L3; measured: cifar_c1 1.1-1.2x,
   // LeNet's second layer 1.0-1.1x).
   const int image_threads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, s.N);
-  // Stride 1, undilated, short output rows: the column gradient's rows pitched, see
-  // col2im_pitched (not with non-finite weights, whose products with the zeros past each
-  // output row would reach dx).
-  const Pitched pitch(s);
-  const bool pitched = sizeof(T) == 4 && !direct && G == 1 && s.stride_h == 1 &&
-                       s.stride_w == 1 && s.dil_h == 1 && s.dil_w == 1 && s.Ho > 0 &&
-                       s.Wo > 0 && s.Wo <= kPitchedMaxWidth && all_finite(w, s.K * CRS, w, 0);
-  const int64_t col_size = pitched ? CRS * pitch.row : per_image;
-  if (!direct && col_size * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
+  if (!direct && per_image * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
       s.N >= 4 * image_threads) {
-    T* cols = thread_scratch<T>(kScratchColumns, image_threads * col_size);
+    T* cols = thread_scratch<T>(kScratchColumns, image_threads * per_image);
     T* b_scratch = thread_scratch<T>(kScratchPackedB, image_threads * b_size);
-    T* planes = pitched && (s.pad_h || s.pad_w)
-                    ? thread_scratch<T>(kScratchStacked, image_threads * pitch.Hq * pitch.Wq)
-                    : nullptr;
-    const PlaneKernels<T> planes_isa = active_plane_kernels<T>();
-    std::vector<char> margins_filled(image_threads, 0);  // per thread's column buffer
     parallel_for(s.N, image_threads, [&](int64_t n, int thread) {
-      T* col = cols + thread * col_size;
-      if (pitched) {
-        if (!margins_filled[thread]) pitch.fill_margins(col, CRS), margins_filled[thread] = 1;
-        const T* dyn = dy + n * s.K * P;
-        gemm(
-            uk, blk, CRS, pitch.Pq, s.K, [&](int64_t pc, int64_t) { return a_packed + pc * m_pad; },
-            [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
-              pitch.pack(dyn, P, pc, kc, jc, ncb, uk.nr, dst);
-            },
-            col + pitch.margin, pitch.row, false, b_scratch + thread * b_size);
-        T* dxn = dx + n * s.C * HW;
-        T* padded = planes ? planes + thread * pitch.Hq * pitch.Wq : nullptr;
-        for (int64_t c = 0; c < s.C; ++c)
-          col2im_pitched(planes_isa, s, pitch, col + c * RS * pitch.row + pitch.margin,
-                         bias ? bias[c] : T(0), padded, dxn + c * HW);
-        return;
-      }
+      T* col = cols + thread * per_image;
       for (int64_t g = 0; g < G; ++g) {
         const T* dyg = dy + (n * s.K + g * Kg) * P;
         const T* ag = a_packed + g * a_size;
@@ -1598,11 +1515,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
             col + g * CRS * P, P, false, b_scratch + thread * b_size);
       }
       T* dxn = dx + n * s.C * HW;
-      for (int64_t c = 0; c < s.C; ++c)
-        if (pairs)
-          col2im_plane_pairs(geo, col + c * RS * P, bias ? bias[c] : T(0), dxn + c * HW);
-        else
-          col2im_plane(geo, col + c * RS * P, bias ? bias[c] : T(0), dxn + c * HW);
+      for (int64_t c = 0; c < s.C; ++c) col2im(col + c * RS * P, bias ? bias[c] : T(0), dxn + c * HW, true);
     });
     return;
   }
@@ -1638,10 +1551,7 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     parallel_for(nb * s.C, col2im_threads, [&](int64_t task, int) {
       const int64_t nl = task / s.C, c = task % s.C, g = c / Cg, cl = c % Cg;
       const T* col = dcol + ((nl * G + g) * CRS + cl * RS) * P;
-      if (pairs)
-        col2im_plane_pairs(geo, col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW);
-      else
-        col2im_plane(geo, col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW);
+      col2im(col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW, false);
     });
   }
 }

@@ -96,14 +96,13 @@ struct PlaneGeometry {
 //   rows_taps:      out[k*out_stride + i*cols + j] = bias[k] (0 if null) + sum_q
 //                   w[k*w_stride + q] * in[i*pitch + j + tap_off[q]], k < kb, q < taps, for a
 //                   dense out, cols >= L (the few-channel forward pass, conv.cpp)
-//   col2im_pitched: target[p] = init + sum over taps (r, t) < (R, S), in order, of
-//                   col[(r*S + t)*row + p - r*Wq - t], p < size; reads up to kPlaneChunk
-//                   values past either end of each tap's run, which must hold -0.0 (the
-//                   pitched column gradient of conv.cpp's input gradient)
+//   col2im_rows:    plane[ih][iw] = init + sum over taps (r, t) < (R, S), in order, of
+//                   col[(r*S + t)*Ho*Wo + ho*Wo + wo], ho = ih + pad_h - r*dil_h,
+//                   wo = iw + pad_w - t*dil_w, where (ho, wo) lies in Ho x Wo (g's strides 1,
+//                   S <= kCol2imRowsMaxS; lo/hi/offset unused); null on the baseline
 // flat_dots runs over long contiguous vectors (a few columns per row are computed and dropped).
-// col2im_pitched's chunk of outputs summed in registers, at most (its reads reach this far
-// past either end of a tap's run: conv.cpp's margins).
-constexpr int64_t kPlaneChunk = 64;
+// The most window columns col2im_rows takes (its lane masks live on the stack).
+constexpr int64_t kCol2imRowsMaxS = 16;
 
 template <typename T>
 struct PlaneKernels {
@@ -123,8 +122,7 @@ struct PlaneKernels {
   void (*rows_taps)(int64_t rows, int64_t cols, const T* in, int64_t pitch,
                     const int64_t* tap_off, int64_t taps, const T* w, int64_t w_stride,
                     int64_t kb, const T* bias, T* out, int64_t out_stride);
-  void (*col2im_pitched)(int64_t R, int64_t S, int64_t Wq, int64_t row, int64_t size,
-                         const T* col, T init, T* target);
+  void (*col2im_rows)(const PlaneGeometry& g, const T* col, T init, T* plane);  // or null
 };
 
 // ISA-specific row kernels of the pooling interior, reached through IsaKernels::pool;

@@ -9,12 +9,13 @@
 // rows_correlate (the same code with 32 registers: fewer spills, and rows_dots_9's 3x3 layout
 // keeps two accumulator sets; the depthwise layer's weight gradient 1.08-1.17x, forward and
 // input gradient 1.02-1.04x, one thread, before the row-pointer kernels; rows_correlate's
-// dense windows other than 3x3 take four output rows at a time, kDenseRows), col2im_pitched
-// (eight vectors of outputs summed in registers, as with AVX2) and the max-pool
-// backward's 2x2 blocks (pool_avx512.cpp) are AVX-512 code; the other plane, pooling and
-// transpose kernels of the table are the AVX2 ones (every AVX-512 CPU runs AVX2).
+// dense windows other than 3x3 take four output rows at a time, kDenseRows), col2im_rows
+// (AVX2's code, its lane masks k-masks) and the max-pool backward's 2x2 blocks
+// (pool_avx512.cpp) are AVX-512 code; the other plane, pooling and transpose kernels of the
+// table are the AVX2 ones (every AVX-512 CPU runs AVX2).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "microkernel.h"
@@ -91,8 +92,8 @@ IsaKernels make_table() {
   table.planes_f64.rows_dots_9 = &rows_dots_9<double>;
   table.planes_f32.rows_correlate = &rows_correlate<float>;
   table.planes_f64.rows_correlate = &rows_correlate<double>;
-  table.planes_f32.col2im_pitched = &col2im_pitched<float>;
-  table.planes_f64.col2im_pitched = &col2im_pitched<double>;
+  table.planes_f32.col2im_rows = &col2im_rows<float>;
+  table.planes_f64.col2im_rows = &col2im_rows<double>;
   static const PoolRowKernels pool = pool_kernels_avx512(*avx2.pool);
   table.pool = &pool;
   return table;

@@ -720,11 +720,15 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     (10, 4, 9, 13, 6, (3, 2), (2, 1), (1, 0), 1, 2),
     (8, 5, 10, 10, 7, 3, 2, 2, 2, 1),
     (8, 2, 9, 7, 5, (3, 4), 1, (2, 1), 1, 1),  # rows of 6, rectangular window, padded
-    # float32 rows of <= 12 (the pitched column gradient, one run per kernel tap):
+    # stride 1 (col2im_rows: tiles of rows by 32-byte vectors, each tap under a lane mask):
     (8, 3, 5, 5, 4, 5, 1, 0, 1, 1),     # one output: a run shorter than the window row
-    (8, 2, 5, 8, 3, (1, 7), 1, (0, 3), 1, 1),  # runs of 64, 7 taps
+    (8, 2, 5, 8, 3, (1, 7), 1, (0, 3), 1, 1),  # 7 taps a row, rows of one float vector
     (8, 2, 7, 6, 3, (3, 1), 1, 1, 1, 1),  # one tap a row
-    (8, 4, 10, 12, 5, 3, 1, 0, 1, 1),   # runs of 94
+    (8, 4, 10, 12, 5, 3, 1, 0, 1, 1),
+    (8, 3, 9, 17, 5, 3, 1, 1, 1, 1),    # rows of 17: one lane past 16 (float64's 4 vectors)
+    (8, 2, 11, 33, 4, (2, 5), 1, (3, 6), (1, 2), 1),  # padding past the window, dilated
+    (9, 3, 7, 1, 4, (3, 1), 1, (1, 0), 1, 1),  # planes one column wide
+    (8, 2, 6, 40, 3, (1, 17), 1, (0, 8), 1, 1),  # 17 window columns: the scatter instead
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and

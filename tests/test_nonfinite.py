@@ -23,7 +23,7 @@ PATHS = {
     "depthwise": (2, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8),
     "grouped": (1, 8, 10, 10, 6, 3, 3, 1, 1, 1, 2),
     "single_channel": (2, 1, 12, 12, 6, 5, 5, 1, 2, 1, 1),
-    "short_rows": (4, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),  # input grad image by image, pitched
+    "short_rows": (4, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),  # input grad image by image
     "stem": (1, 3, 21, 20, 16, 7, 7, 2, 3, 1, 1),
 }
 BAD = (np.inf, -np.inf, np.nan)
