@@ -40,6 +40,9 @@ SHAPES.update({
     "rows20_p0_c3": (32, 3, 22, 22, 32, 3, 1, 0, 1, 1),
     "rows14_c3": (64, 3, 14, 14, 32, 3, 1, 1, 1, 1),
     "rows16_c6_5x5": (64, 6, 20, 20, 16, 5, 1, 0, 1, 1),
+    # stride-1 input gradients whose column gradient is 0.3-2.5 MB an image (image by image)
+    "c8_32_3x3": (32, 8, 32, 32, 16, 3, 1, 1, 1, 1),
+    "c16_28_5x5": (32, 16, 28, 28, 32, 5, 1, 2, 1, 1),
     # 1x1 layers beside the suite's: wide planes, small planes with many channels, few channels
     "pw_56_c64": (8, 64, 56, 56, 64, 1, 1, 0, 1, 1),
     "pw_7_c512": (8, 512, 7, 7, 512, 1, 1, 0, 1, 1),

@@ -46,8 +46,9 @@ namespace {
 constexpr double kMinFlopsPerThread = 2e5;
 // Bound on the input gradient's column scratch (several images are processed per pass).
 constexpr int64_t kColumnScratchBytes = 4 << 20;
-// Column gradients of at most this size are computed and scattered image by image, per thread.
-constexpr int64_t kImageColumnBytes = 256 << 10;
+// Column gradients of at most this size (all threads' together at most the second) are
+// computed and scattered image by image, per thread.
+constexpr int64_t kImageColumnBytes = 4 << 20, kImageColumnsTotalBytes = 32 << 20;
 
 struct Im2col {
   int64_t H, W, Ho, Wo, R, S, sh, sw, ph, pw, dh, dw;
@@ -1493,13 +1494,17 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   const bool direct = column_matrix_is_input(s);
   const int64_t per_image = s.C * RS * P;  // column gradient of one image, all groups
   const int64_t b_size = gemm_b_block_size(uk, blk);
-  // Small images: a task is one image, whose column gradient goes to the thread's own scratch
-  // and is scattered into dx at once, while it is still in L2 (through the shared scratch of
-  // a chunk of images, 4 MiB, col2im read it back from L3; measured: cifar_c1 1.1-1.2x,
-  // LeNet's second layer 1.0-1.1x).
+  // Batches of images up to a few MiB of column gradient each: a task is one image, whose
+  // column gradient goes to the thread's own scratch and is scattered into dx at once, while
+  // it is still in L2 or at least L3 (through the shared scratch of a chunk of images, 4 MiB,
+  // the GEMM's stores and col2im's loads both went through L3; measured: cifar_c1 1.1-1.2x,
+  // LeNet's second layer 1.0-1.1x; raising the limit from 256 KiB to 4 MiB, bench/ab.py both
+  // orders, 2 threads: 32,8,32,32 -> 16 3x3 1.56-1.81x, float64 1.72-1.8x; 32,16,28,28 -> 32
+  // 5x5 1.19-1.3x, float64 1.24-1.45x; strided layers 0.95-1.09x, at 1 thread 0.98-1.04x).
   const int image_threads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, s.N);
-  if (!direct && per_image * static_cast<int64_t>(sizeof(T)) <= kImageColumnBytes &&
-      s.N >= 4 * image_threads) {
+  const int64_t image_bytes = per_image * static_cast<int64_t>(sizeof(T));
+  if (!direct && image_bytes <= kImageColumnBytes &&
+      image_threads * image_bytes <= kImageColumnsTotalBytes && s.N >= 4 * image_threads) {
     T* cols = thread_scratch<T>(kScratchColumns, image_threads * per_image);
     T* b_scratch = thread_scratch<T>(kScratchPackedB, image_threads * b_size);
     parallel_for(s.N, image_threads, [&](int64_t n, int thread) {

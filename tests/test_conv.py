@@ -729,6 +729,7 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     (8, 2, 11, 33, 4, (2, 5), 1, (3, 6), (1, 2), 1),  # padding past the window, dilated
     (9, 3, 7, 1, 4, (3, 1), 1, (1, 0), 1, 1),  # planes one column wide
     (8, 2, 6, 40, 3, (1, 17), 1, (0, 8), 1, 1),  # 17 window columns: the scatter instead
+    (16, 8, 32, 32, 16, 3, 1, 1, 1, 1),  # a column gradient of 288-576 KiB an image
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and
