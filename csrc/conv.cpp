@@ -28,7 +28,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "channels_last.h"
@@ -936,14 +935,14 @@ inline StridePhase stride_phase(int64_t a, int64_t stride, int64_t pad, int64_t 
           a < size ? ceil_div(size - a, stride) : 0};
 }
 
-// AVX-512 only, whose 32 registers give rows_taps tiles of 4 planes (all of the stem's 3
-// channels feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input
-// gradient 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
+// Where rows_taps' tiles have 4 planes (AVX-512's 32 registers: all of the stem's 3 channels
+// feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input gradient
+// 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
 template <typename T>
 bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
   constexpr int64_t L = 32 / sizeof(T);
   const int64_t narrowest = s.W / s.stride_w;  // the shortest phase row
-  return std::strcmp(active_isa().name, "avx512") == 0 && s.groups == 1 &&
+  return active_plane_kernels<T>().rows_taps_planes >= 4 && s.groups == 1 &&
          (s.stride_h > 1 || s.stride_w > 1) && s.dil_h == 1 && s.dil_w == 1 && s.C <= 4 &&
          s.R >= s.stride_h && s.S >= s.stride_w && narrowest >= 3 * L &&
          s.H / s.stride_h >= 1 && s.K * (s.R / s.stride_h) * (s.S / s.stride_w) >= 16;
