@@ -858,13 +858,24 @@ void weight_grad_phase_planes(const Conv2dShape& s, const T* x, const T* dy, T* 
 // (float 24, double 16): at rows of 14 and 20 floats, where the row's shifted last vector and
 // the row loop weigh more, the weight gradient ran 0.77-0.9x the GEMM's speed and the input
 // gradient 0.86-1.1x; the forward pass takes rows of one vector or more (rows of 14 and 20
-// floats 1.1-1.8x faster than on the GEMM).
+// floats 1.1-1.8x faster than on the GEMM). Forward passes to at most kPlaneTapsMaxOutputs
+// output channels go this way whatever their input channels: the GEMM's A then has one or
+// two row tiles, against which every B panel's packing or row pointers weigh (bench/ab.py,
+// 2 threads: 32 channels 56x56 to 8, 12 and 14: 3.8x, 2.7x, 2.7-3.0x, float64 1.4-2.1x;
+// 256 channels 14x14 to 8 1.6x, float64 3.5x; rows of 10-20, 6-16 channels to 8-12
+// 1.1-1.8x, float64 0.97-2.8x; to 15 on rows of 20 0.95-0.99x, to 16 0.84x), on rows of
+// two vectors or more (rows of 10 floats 0.43x on the baseline) and not on the baseline,
+// whose 2 x 2 tiles ran float64 rows of 12-20 0.73-0.97x.
+constexpr int64_t kPlaneTapsMaxOutputs = 12;
 template <typename T>
 bool plane_taps_preferred(const Conv2dShape& s, bool forward = false) {
   constexpr int64_t L = 32 / sizeof(T);
   const int64_t min_cols = forward ? L : std::max<int64_t>(3 * L, 16);
+  const bool few_channels =
+      s.C * s.S < 16 || (forward && s.K <= kPlaneTapsMaxOutputs && s.Wo >= 2 * L &&
+                         active_plane_kernels<T>().vector_registers >= 16);
   return s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && s.Wo >= min_cols &&
-         s.C * s.S < 16 && s.C * s.R * s.S >= 16;
+         few_channels && s.C * s.R * s.S >= 16;
 }
 
 // Image n of x into the padded planes xpad (C planes of layout's Hp x Wp, padding already
@@ -935,14 +946,14 @@ inline StridePhase stride_phase(int64_t a, int64_t stride, int64_t pad, int64_t 
           a < size ? ceil_div(size - a, stride) : 0};
 }
 
-// Where rows_taps' tiles have 4 planes (AVX-512's 32 registers: all of the stem's 3 channels
-// feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input gradient
+// AVX-512 only, whose 32 registers give rows_taps tiles of 4 planes (all of the stem's 3
+// channels feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input gradient
 // 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
 template <typename T>
 bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
   constexpr int64_t L = 32 / sizeof(T);
   const int64_t narrowest = s.W / s.stride_w;  // the shortest phase row
-  return active_plane_kernels<T>().rows_taps_planes >= 4 && s.groups == 1 &&
+  return active_plane_kernels<T>().vector_registers >= 32 && s.groups == 1 &&
          (s.stride_h > 1 || s.stride_w > 1) && s.dil_h == 1 && s.dil_w == 1 && s.C <= 4 &&
          s.R >= s.stride_h && s.S >= s.stride_w && narrowest >= 3 * L &&
          s.H / s.stride_h >= 1 && s.K * (s.R / s.stride_h) * (s.S / s.stride_w) >= 16;

@@ -123,7 +123,7 @@ struct PlaneKernels {
                     const int64_t* tap_off, int64_t taps, const T* w, int64_t w_stride,
                     int64_t kb, const T* bias, T* out, int64_t out_stride);
   void (*col2im_rows)(const PlaneGeometry& g, const T* col, T init, T* plane);  // or null
-  int rows_taps_planes;  // output planes of one rows_taps tile on rows of over 3 vectors
+  int vector_registers;  // 32-byte vectors the ISA holds in registers: 32, 16, 8 (baseline)
 };
 
 // ISA-specific row kernels of the pooling interior, reached through IsaKernels::pool;

@@ -88,7 +88,7 @@ IsaKernels make_table() {
   table.planes_f64.rows_dots = &rows_dots<double, 32>;
   table.planes_f32.rows_taps = &rows_taps<float, 32>;
   table.planes_f64.rows_taps = &rows_taps<double, 32>;
-  table.planes_f32.rows_taps_planes = table.planes_f64.rows_taps_planes = rows_taps_planes(32);
+  table.planes_f32.vector_registers = table.planes_f64.vector_registers = 32;
   table.planes_f32.rows_dots_9 = &rows_dots_9<float>;
   table.planes_f64.rows_dots_9 = &rows_dots_9<double>;
   table.planes_f32.rows_correlate = &rows_correlate<float>;

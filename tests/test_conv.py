@@ -881,11 +881,17 @@ def test_weight_grad_plane_dots(c, dtype, isa):
     (3, 3, 14, 14, 32, 3, 1, 1, 1),        # rows of 14: the forward pass takes short rows too
     (2, 2, 9, 10, 7, 3, 1, 1, 1),          # rows of 10: two float vectors, overlapping
     (2, 3, 8, 8, 5, 3, 1, 1, 1),           # rows of one float vector
+    # at most 12 output channels, any input channels (rows of two vectors or more; not on
+    # the baseline ISA, which takes the GEMM)
+    (2, 32, 18, 17, 8, 3, 1, 1, 1),        # rows of 17: one lane past two float vectors
+    (1, 20, 12, 40, 12, (3, 5), 1, (1, 2), 1),  # 12 output channels: tiles of 4 and 3 planes
+    (3, 9, 16, 36, 1, 5, 1, 2, (2, 1)),    # one output channel, dilated rows
+    (2, 64, 9, 16, 5, 3, 1, 0, 1),         # 576 taps a plane
 ], ids=lambda c: fmt(c))
 def test_forward_plane_taps(c, dtype, isa):
-    """The same layers' forward pass, rows as short as one vector: tiles of up to 4 output
-    planes by 4 vectors of a row (the row's last vectors shifted back), every tap summed in
-    registers, the bias added.
+    """The same layers' forward pass, rows as short as one vector, and layers to at most 12
+    output channels: tiles of up to 4 output planes by 4 vectors of a row (the row's last
+    vectors shifted back), every tap summed in registers, the bias added.
     Matches the reference at 1-4 threads, bit for bit the same at each."""
     N, C, H, W, K, kernel, stride, padding, dilation = c
     kh, kw = ref.pair(kernel)
