@@ -909,11 +909,17 @@ def test_forward_plane_taps(c, dtype, isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("c", [c for c in PLANE_DOTS_CASES
-                               if ref.pair(c[7])[1] <= (ref.pair(c[5])[1] - 1) * c[8]],
-                         ids=lambda c: fmt(c))
+                               if ref.pair(c[7])[1] <= (ref.pair(c[5])[1] - 1) * c[8]] + [
+    # at most 12 input channels, padded at least as the flipped layer (AVX2, AVX-512)
+    (2, 8, 17, 33, 24, 3, 1, 1, 1),        # rows of 33
+    (1, 12, 16, 16, 20, 5, 1, 2, 1),       # 12 planes of dx: tiles of 4 (AVX2: 2)
+    (2, 5, 12, 18, 40, (3, 5), 1, (2, 3), 1),  # more than the window's padding (1, 2)
+], ids=lambda c: fmt(c))
 def test_input_grad_plane_taps(c, dtype, isa):
-    """The same layers' input gradient (their padding at most the window's extent): dx's few
-    planes as a forward pass over the zero-padded dy with the flipped weights (rows_taps).
+    """The same layers' input gradient (their padding at most the window's extent), and
+    layers of at most 12 input channels whose padding is at least the flipped layer's: dx's
+    few planes as a forward pass over the zero-padded dy with the flipped weights
+    (rows_taps).
     Matches the reference at 1-4 threads, bit for bit the same at each."""
     x, dy, w_shape, args = _weight_grad_case(c, dtype)
     rng = np.random.default_rng(len(fmt(c)))
