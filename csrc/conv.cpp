@@ -1135,8 +1135,14 @@ void weight_grad_pointwise(const Conv2dShape& s, const T* x, const T* dy, T* dw)
   const int mr = uk.mr, nr = uk.nr;
   const int64_t KC = gemm_blocking(uk).kc;
   const int64_t m_pad = round_up(C, mr), k_pad = round_up(K, nr);
-  const int64_t block = round_up(kPointwiseColumns, nr), tasks = ceil_div(k_pad, block);
-  const int nthreads = threads_for(2.0 * s.N * P * m_pad * k_pad, kMinFlopsPerThread, tasks);
+  // Blocks of fewer columns where there would be fewer blocks than threads (48 output
+  // channels were one block of 64, on one thread; in blocks of 32, 16,24,40,40 -> 48
+  // 1.86x, float64 1.48x); each column's sums are the same either way.
+  const int wanted = threads_for(2.0 * s.N * P * m_pad * k_pad, kMinFlopsPerThread, k_pad / nr);
+  const int64_t block =
+      std::min(round_up(kPointwiseColumns, nr), round_up(ceil_div(k_pad, wanted), nr));
+  const int64_t tasks = ceil_div(k_pad, block);
+  const int nthreads = std::min<int>(wanted, static_cast<int>(tasks));
   T* dwt = thread_scratch<T>(kScratchPartials, m_pad * k_pad);
   T* panels = thread_scratch<T>(kScratchPackedB, nthreads * block * KC);
   parallel_for(tasks, nthreads, [&](int64_t task, int thread) {

@@ -823,6 +823,7 @@ def test_weight_grad_phase_planes(c, dtype, isa):
     (3, 13, 20, 17, 21),   # P = 340: two reduction blocks; K = 21: a partial column panel
     (2, 128, 9, 9, 70),    # two tasks of 64 output channels, the second partial
     (1, 5, 1, 3, 16),      # one short block
+    (4, 24, 20, 20, 48),   # 48 output channels: blocks of 32 (AVX2: 16) where threads wait
 ], ids=lambda c: fmt(c))
 def test_weight_grad_pointwise(c, dtype, isa):
     """1x1 layers: the weight gradient runs as x (C x P) times dy^T, dy's panels packed by
