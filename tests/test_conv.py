@@ -824,6 +824,7 @@ def test_weight_grad_phase_planes(c, dtype, isa):
     (2, 128, 9, 9, 70),    # two tasks of 64 output channels, the second partial
     (1, 5, 1, 3, 16),      # one short block
     (4, 24, 20, 20, 48),   # 48 output channels: blocks of 32 (AVX2: 16) where threads wait
+    (11, 40, 6, 7, 12),    # one column panel: 8 slices of the images, added in order
 ], ids=lambda c: fmt(c))
 def test_weight_grad_pointwise(c, dtype, isa):
     """1x1 layers: the weight gradient runs as x (C x P) times dy^T, dy's panels packed by
