@@ -304,6 +304,19 @@ inline bool stacked_rows_preferred(const Conv2dShape& s) {
   return s.groups == 1 && s.R > 1 && s.C * s.S < 16 && s.C * s.R * s.S >= 16 && s.Ho > 0;
 }
 
+// The weight gradient stacks the window rows also where a window row's C*S values, rounded
+// up to the micro-kernel's NR columns for each of the R rows, take over 1.3x the columns of
+// all R*C*S values rounded up once (3 channels 11x11: 64 columns a row of 33, 1.83x; 8
+// channels 5x5, 1.43x: bench/ab.py 1.1-1.5x and 1.31-1.35x; LeNet's second layer, 1.0x, ran
+// 0.7x stacked).
+template <typename T>
+bool stacked_rows_weight_grad_preferred(const Conv2dShape& s) {
+  if (stacked_rows_preferred(s)) return true;
+  const int64_t nr = active_microkernel<T>().nr, CS = s.C * s.S;
+  return s.groups == 1 && s.R > 1 && s.Ho > 0 &&
+         10 * s.R * round_up(CS, nr) > 13 * round_up(s.R * CS, nr);
+}
+
 inline Conv2dShape stacked_rows_shape(const Conv2dShape& s) {
   return {s.N, s.R * s.C, s.Ho, s.W, s.K, 1, s.S, s.Ho, s.Wo, 1, s.stride_w, 0, s.pad_w,
           1, s.dil_w, 1};
@@ -1628,7 +1641,7 @@ void conv2d_weight_grad(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   if (winograd_preferred(s) && winograd_weight_grad(s, x, dy, dw)) return;
   if (phase_planes_weight_grad_preferred(s)) return weight_grad_phase_planes(s, x, dy, dw);
   if (plane_taps_preferred<T>(s) && weight_grad_plane_dots(s, x, dy, dw)) return;
-  if (stacked_rows_preferred(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
+  if (stacked_rows_weight_grad_preferred<T>(s)) {  // measured: cifar_c1 1.5 -> 1.15 ms
     const int64_t RS = s.R * s.S;
     T* dw2 = thread_scratch<T>(kScratchStacked, s.K * s.C * RS);
     weight_grad_channels_last(stacked_rows_shape(s), x, dy, dw2, &s);

@@ -1043,6 +1043,8 @@ def test_weight_grad_plane_dots_infinity_in_a_zeroed_lane(dtype, isa):
     (1, 8, 140, 64, 16, 3, 2, 1, 1),       # batch 1: two splits of one image
     (5, 2, 61, 40, 12, 5, 2, 2, 1),        # window rows stacked into the channels
     (2, 3, 120, 14, 32, 3, 1, 1, 1),       # stride 1, stacked (rows too short for the planes)
+    (2, 3, 60, 61, 20, 11, 4, 2, 1),       # 11x11 stride 4, stacked: rows of 33 values
+    (3, 8, 18, 19, 10, 5, 1, 2, 1),        # 8 channels 5x5, stacked (AVX-512 float32)
     (64, 1, 14, 14, 6, 5, 1, 2, 1),        # one input channel, stride 1, rows of 14
     (4, 1, 30, 30, 5, 3, 2, 1, 1),         # one input channel, stride 2
     (4, 16, 50, 50, 9, 3, 2, 1, 2),        # dilated width: a segment per tap
