@@ -46,7 +46,7 @@ constexpr double kMinFlopsPerThread = 2e5;
 // Bound on the input gradient's column scratch (several images are processed per pass).
 constexpr int64_t kColumnScratchBytes = 4 << 20;
 // Column gradients of at most this size (all threads' together at most the second) are
-// computed and scattered image by image, per thread.
+// computed and scattered image by image, per thread, larger ones in bands of output rows.
 constexpr int64_t kImageColumnBytes = 4 << 20, kImageColumnsTotalBytes = 32 << 20;
 
 struct Im2col {
@@ -208,8 +208,8 @@ void pack_im2col_transposed(const Im2col& g, const T* x, int64_t p0, int64_t kc,
 // slower on short rows (LeNet's second layer 0.8x).
 template <typename T>
 __attribute__((noinline)) void col2im_plane_pairs(const Im2col& g, const T* col, T init,
-                                                  T* plane) {
-  std::fill(plane, plane + g.H * g.W, init);
+                                                  T* plane, bool accumulate) {
+  if (!accumulate) std::fill(plane, plane + g.H * g.W, init);
   const int64_t P = g.Ho * g.Wo;
   for (int64_t r = 0; r < g.R; ++r) {
     for (int64_t s = 0; s < g.S; s += 2) {
@@ -241,12 +241,13 @@ __attribute__((noinline)) void col2im_plane_pairs(const Im2col& g, const T* col,
   }
 }
 
-// dx plane of one channel = init + scatter-add of its R*S rows of the column gradient.
-// Inlined where it is used: called, it ran the stem's input gradient 1.1-1.2x slower.
+// dx plane of one channel = init (or, accumulating, its values) + scatter-add of its R*S rows
+// of the column gradient. Inlined where it is used: called, it ran the stem's input gradient
+// 1.1-1.2x slower.
 template <typename T>
 __attribute__((always_inline)) inline void col2im_plane(const Im2col& g, const T* col, T init,
-                                                        T* plane) {
-  std::fill(plane, plane + g.H * g.W, init);
+                                                        T* plane, bool accumulate) {
+  if (!accumulate) std::fill(plane, plane + g.H * g.W, init);
   const int64_t P = g.Ho * g.Wo;
   for (int64_t r = 0; r < g.R; ++r) {
     for (int64_t s = 0; s < g.S; ++s) {
@@ -1511,22 +1512,35 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   const Im2col geo(s);
   const PlaneKernels<T> planes_isa = active_plane_kernels<T>();
   // dx's plane of one channel from its rows of the column gradient: stride 1, where the
-  // rows are still in L2 (image by image), summed in registers by col2im_rows where the ISA
-  // has it (a chunk's column gradient from L3 read that way, 25 rows at once, ran 0.89-0.95x:
-  // 64,6,20,20 -> 16 5x5 in float64); else scattered, stride 2 in pairs of taps.
+  // thread has just computed them (image by image), summed in registers by col2im_rows
+  // where the ISA has it (a chunk's column gradient, written by other tasks, read that way
+  // from L3, 25 rows at once, ran 0.89-0.95x: 64,6,20,20 -> 16 5x5 in float64); else
+  // scattered, stride 2 in pairs of taps.
   const bool rows = planes_isa.col2im_rows != nullptr && s.stride_h == 1 && s.stride_w == 1 &&
                     s.S <= kCol2imRowsMaxS;
   const PlaneGeometry rows_geometry = {s.H,     s.W,     s.Ho,    s.Wo,    s.R,     s.S,
                                        1,       1,       s.pad_h, s.pad_w, s.dil_h, s.dil_w,
                                        nullptr, nullptr, nullptr};
   const bool pairs = geo.sw == 2 && geo.dw == 1 && geo.S > 1;  // col2im_plane_pairs applies
-  auto col2im = [&](const T* col, T init, T* plane, bool in_l2) {
-    if (rows && in_l2)
-      planes_isa.col2im_rows(rows_geometry, col, init, plane);
-    else if (pairs)
-      col2im_plane_pairs(geo, col, init, plane);
+  // The output rows [h0, h0 + band) of the column gradient (col: R*S rows of band*Wo each)
+  // into the plane: onto its values where accumulating, else onto init.
+  auto col2im = [&](const T* col, T init, T* plane, int64_t h0, int64_t band, bool accumulate,
+                    bool own_rows) {
+    if (rows && own_rows) {
+      // dx rows [ih_begin, ih_end) meet the band; ho = ih + pad_h - r*dil_h - h0 in it.
+      const int64_t ih_begin = std::max<int64_t>(0, h0 - s.pad_h);
+      const int64_t ih_end = std::min(s.H, h0 + band - s.pad_h + (s.R - 1) * s.dil_h);
+      if (ih_begin >= ih_end) return;
+      PlaneGeometry g = rows_geometry;
+      g.H = ih_end - ih_begin, g.Ho = band, g.pad_h = ih_begin + s.pad_h - h0;
+      return planes_isa.col2im_rows(g, col, init, plane + ih_begin * s.W, accumulate);
+    }
+    Im2col g = geo;
+    g.Ho = band, g.ph = geo.ph - h0 * geo.sh;
+    if (pairs)
+      col2im_plane_pairs(g, col, init, plane, accumulate);
     else
-      col2im_plane(geo, col, init, plane);
+      col2im_plane(g, col, init, plane, accumulate);
   };
 
   // A = each group's weights transposed: A[q][k] = w[g*Kg + k][q], a CRS x Kg matrix.
@@ -1548,25 +1562,43 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   // orders, 2 threads: 32,8,32,32 -> 16 3x3 1.56-1.81x, float64 1.72-1.8x; 32,16,28,28 -> 32
   // 5x5 1.19-1.3x, float64 1.24-1.45x; strided layers 0.95-1.09x, at 1 thread 0.98-1.04x).
   const int image_threads = threads_for(2.0 * s.N * s.K * P * CRS, kMinFlopsPerThread, s.N);
-  const int64_t image_bytes = per_image * static_cast<int64_t>(sizeof(T));
-  if (!direct && image_bytes <= kImageColumnBytes &&
-      image_threads * image_bytes <= kImageColumnsTotalBytes && s.N >= 4 * image_threads) {
-    T* cols = thread_scratch<T>(kScratchColumns, image_threads * per_image);
+  // Larger images in bands of output rows whose column gradient takes at most
+  // kImageColumnBytes, one image's bands one after another on its task's thread, each
+  // scattered into dx's planes (set to the bias first) at once (against the chunks of whole
+  // images below: 8,32,56,56 -> 8 float64, 7.2 MB an image, 1.7-1.75x; 8,64,56,56 -> 16
+  // 5x5 1.29-1.32x, float64 1.66-1.73x; bands of 512 KiB, to stay in L2, were slower: at
+  // most 1.0x, and 0.87x where a band was one row).
+  const int64_t row_bytes = s.C * RS * s.Wo * static_cast<int64_t>(sizeof(T));
+  const int64_t band_rows =
+      std::clamp<int64_t>(kImageColumnBytes / std::max<int64_t>(1, row_bytes), 1, s.Ho);
+  const int64_t band_size = s.C * RS * band_rows * s.Wo;
+  const int64_t band_bytes = band_size * static_cast<int64_t>(sizeof(T));
+  if (!direct && band_bytes <= kImageColumnBytes &&
+      image_threads * band_bytes <= kImageColumnsTotalBytes && s.N >= 4 * image_threads) {
+    T* cols = thread_scratch<T>(kScratchColumns, image_threads * band_size);
     T* b_scratch = thread_scratch<T>(kScratchPackedB, image_threads * b_size);
+    const bool banded = band_rows < s.Ho;
     parallel_for(s.N, image_threads, [&](int64_t n, int thread) {
-      T* col = cols + thread * per_image;
-      for (int64_t g = 0; g < G; ++g) {
-        const T* dyg = dy + (n * s.K + g * Kg) * P;
-        const T* ag = a_packed + g * a_size;
-        gemm(
-            uk, blk, CRS, P, Kg, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
-            [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
-              pack_b_strided(dyg, P, 1, pc, kc, jc, ncb, uk.nr, dst);
-            },
-            col + g * CRS * P, P, false, b_scratch + thread * b_size);
-      }
+      T* col = cols + thread * band_size;
       T* dxn = dx + n * s.C * HW;
-      for (int64_t c = 0; c < s.C; ++c) col2im(col + c * RS * P, bias ? bias[c] : T(0), dxn + c * HW, true);
+      if (banded)
+        for (int64_t c = 0; c < s.C; ++c)
+          std::fill(dxn + c * HW, dxn + (c + 1) * HW, bias ? bias[c] : T(0));
+      for (int64_t h0 = 0; h0 < s.Ho; h0 += band_rows) {
+        const int64_t band = std::min(band_rows, s.Ho - h0), bp = band * s.Wo;
+        for (int64_t g = 0; g < G; ++g) {
+          const T* dyg = dy + (n * s.K + g * Kg) * P;
+          const T* ag = a_packed + g * a_size;
+          gemm(
+              uk, blk, CRS, bp, Kg, [&](int64_t pc, int64_t) { return ag + pc * m_pad; },
+              [&](int64_t pc, int64_t kc, int64_t jc, int64_t ncb, T* dst) {
+                pack_b_strided(dyg, P, 1, pc, kc, h0 * s.Wo + jc, ncb, uk.nr, dst);
+              },
+              col + g * CRS * bp, bp, false, b_scratch + thread * b_size);
+        }
+        for (int64_t c = 0; c < s.C; ++c)
+          col2im(col + c * RS * bp, bias ? bias[c] : T(0), dxn + c * HW, h0, band, banded, true);
+      }
     });
     return;
   }
@@ -1602,7 +1634,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     parallel_for(nb * s.C, col2im_threads, [&](int64_t task, int) {
       const int64_t nl = task / s.C, c = task % s.C, g = c / Cg, cl = c % Cg;
       const T* col = dcol + ((nl * G + g) * CRS + cl * RS) * P;
-      col2im(col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW, false);
+      col2im(col, bias ? bias[c] : T(0), dx + ((n0 + nl) * s.C + c) * HW, 0, s.Ho, false,
+             false);
     });
   }
 }

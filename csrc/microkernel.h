@@ -96,7 +96,8 @@ struct PlaneGeometry {
 //   rows_taps:      out[k*out_stride + i*cols + j] = bias[k] (0 if null) + sum_q
 //                   w[k*w_stride + q] * in[i*pitch + j + tap_off[q]], k < kb, q < taps, for a
 //                   dense out, cols >= L (the few-channel forward pass, conv.cpp)
-//   col2im_rows:    plane[ih][iw] = init + sum over taps (r, t) < (R, S), in order, of
+//   col2im_rows:    plane[ih][iw] = init (accumulate: plane[ih][iw]) + sum over taps
+//                   (r, t) < (R, S), in order, of
 //                   col[(r*S + t)*Ho*Wo + ho*Wo + wo], ho = ih + pad_h - r*dil_h,
 //                   wo = iw + pad_w - t*dil_w, where (ho, wo) lies in Ho x Wo (g's strides 1,
 //                   S <= kCol2imRowsMaxS; lo/hi/offset unused); null on the baseline
@@ -122,7 +123,8 @@ struct PlaneKernels {
   void (*rows_taps)(int64_t rows, int64_t cols, const T* in, int64_t pitch,
                     const int64_t* tap_off, int64_t taps, const T* w, int64_t w_stride,
                     int64_t kb, const T* bias, T* out, int64_t out_stride);
-  void (*col2im_rows)(const PlaneGeometry& g, const T* col, T init, T* plane);  // or null
+  void (*col2im_rows)(const PlaneGeometry& g, const T* col, T init, T* plane,
+                      bool accumulate);  // or null
   int vector_registers;  // 32-byte vectors the ISA holds in registers: 32, 16, 8 (baseline)
 };
 

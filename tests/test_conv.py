@@ -730,6 +730,11 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
     (9, 3, 7, 1, 4, (3, 1), 1, (1, 0), 1, 1),  # planes one column wide
     (8, 2, 6, 40, 3, (1, 17), 1, (0, 8), 1, 1),  # 17 window columns: the scatter instead
     (16, 8, 32, 32, 16, 3, 1, 1, 1, 1),  # a column gradient of 288-576 KiB an image
+    # over 4 MiB of column gradient an image: bands of output rows, added into dx in turn
+    (16, 40, 50, 50, 4, 5, 1, 2, 1, 1),   # 10-20 MB an image: bands of 20 or 10 rows
+    (16, 32, 120, 120, 4, 3, 2, 1, 1, 1),  # stride 2 (col2im in pairs of taps)
+    (16, 96, 3, 260, 2, (3, 7), 1, (2, 3), 1, 1),  # 2.1 MB a row: bands of one (float64:
+                                                   # 4.2 MB, chunks of whole images)
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and
