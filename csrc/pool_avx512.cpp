@@ -107,8 +107,15 @@ bool max_backward_2x2_stack(const int64_t* idx, const float* dy, int64_t rows, i
     const __m512 d = _mm512_permutexvar_ps(
         pair_lanes, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(outputs, dy)));
     float* r0 = dx + 2 * W * h;
-    _mm512_mask_storeu_ps(r0, elements, _mm512_maskz_mov_ps(top, d));
-    _mm512_mask_storeu_ps(r0 + W, elements, _mm512_maskz_mov_ps(bottom, d));
+    // Whole vectors but for the last row: what they write past a row the next row rewrites
+    // (masked stores of the 2*Wo values: 0.90-0.92x at 1 and 2 threads, LeNet's second pool).
+    if (h + 1 < rows) {
+      _mm512_storeu_ps(r0, _mm512_maskz_mov_ps(top, d));
+      _mm512_storeu_ps(r0 + W, _mm512_maskz_mov_ps(bottom, d));
+    } else {
+      _mm512_mask_storeu_ps(r0, elements, _mm512_maskz_mov_ps(top, d));
+      _mm512_mask_storeu_ps(r0 + W, elements, _mm512_maskz_mov_ps(bottom, d));
+    }
     if (++hp == Ho) hp = 0;
   }
   return true;
