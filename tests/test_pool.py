@@ -588,6 +588,43 @@ def test_pool_stacked_rows_read_nothing_past_the_input(isa):
     assert proc.returncode == 0 and "ok" in proc.stdout, child_report(proc)
 
 
+GUARDED_POOL_BACKWARD_CHILD = """
+import ctypes, mmap
+import reference as ref
+page = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+fastconv.set_isa({isa!r})
+rng = np.random.default_rng(0)
+for shape in {cases!r}:
+    n = int(np.prod(shape))
+    pages = -(-n * 4 // page) + 1
+    buf = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(base + (pages - 1) * page, page, 1) == 0  # PROT_READ: writes fault
+    out = np.frombuffer(buf, np.float32, n, (pages - 1) * page - n * 4).reshape(shape)
+    x = rng.standard_normal(shape).astype(np.float32)
+    _, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    dy = rng.standard_normal(idx.shape).astype(np.float32)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        got = fastconv.max_pool2d_backward(dy, idx, shape, out=out)
+        assert np.array_equal(got, ref.max_pool2d_backward(dy, idx, shape)), shape
+print("ok")
+"""
+
+
+def test_pool_stacked_backward_writes_nothing_past_dx(isa):
+    """The stacked 2x2 max-pool backward writes whole vectors where the rows after a row
+    rewrite what they write past it: at the end of dx they must stop, here at a read-only
+    page right after its last element (rows of 1-7 outputs; in a child process: a write past
+    it is a crash)."""
+    cases = [(1, 1, 2 * ho, 2 * wo) for wo in range(1, 8) for ho in (1, 2, 3)]
+    cases += [(3, 5, 10, 10), (2, 3, 4, 2)]
+    proc = run_child(GUARDED_POOL_BACKWARD_CHILD.format(isa=isa, cases=cases))
+    assert proc.returncode == 0 and "ok" in proc.stdout, child_report(proc)
+
+
 def test_avg_pool_backward_matches_torch_order_exactly():
     """avg_pool2d_backward sums each input's contributions in PyTorch's order (output row,
     then output column, ascending), so float32 results are bit-identical to PyTorch's."""
