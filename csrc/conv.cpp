@@ -961,8 +961,8 @@ inline StridePhase stride_phase(int64_t a, int64_t stride, int64_t pad, int64_t 
 }
 
 // AVX-512 only, whose 32 registers give rows_taps tiles of 4 planes (all of the stem's 3
-// channels feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input gradient
-// 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
+// channels feed on each loaded vector of dy): AVX2's tiles of 2 planes ran the stem's input
+// gradient 0.75x as fast as its GEMM, the baseline's 2 x 2 tiles 8x slower.
 template <typename T>
 bool phase_taps_input_grad_preferred(const Conv2dShape& s) {
   constexpr int64_t L = 32 / sizeof(T);
@@ -1569,8 +1569,8 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
   // 5x5 1.29-1.32x, float64 1.66-1.73x; bands of 512 KiB, to stay in L2, were slower: at
   // most 1.0x, and 0.87x where a band was one row).
   const int64_t row_bytes = s.C * RS * s.Wo * static_cast<int64_t>(sizeof(T));
-  const int64_t band_rows =
-      std::clamp<int64_t>(kImageColumnBytes / std::max<int64_t>(1, row_bytes), 1, s.Ho);
+  const int64_t band_rows = std::max<int64_t>(
+      1, std::min<int64_t>(s.Ho, kImageColumnBytes / std::max<int64_t>(1, row_bytes)));
   const int64_t band_size = s.C * RS * band_rows * s.Wo;
   const int64_t band_bytes = band_size * static_cast<int64_t>(sizeof(T));
   if (!direct && band_bytes <= kImageColumnBytes &&
