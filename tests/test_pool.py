@@ -549,22 +549,29 @@ def test_pool_stacked_rows(case, dtype, isa):
             assert_bitwise_equal(got[1], runs[0][1], str(case))
 
 
-GUARDED_POOL_CHILD = """
+# Child-process code: guarded(dtype, n, prot), n elements of dtype that end right before a
+# page of protection prot (0: no access, 1: read only).
+GUARDED_BUFFER = """
 import ctypes, mmap
 import reference as ref
 page = mmap.PAGESIZE
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def guarded(dtype, n, prot):
+    nbytes = n * dtype.itemsize
+    pages = -(-nbytes // page) + 1
+    buf = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert libc.mprotect(base + (pages - 1) * page, page, prot) == 0
+    return np.frombuffer(buf, dtype, n, (pages - 1) * page - nbytes)
+"""
+
+GUARDED_POOL_CHILD = GUARDED_BUFFER + """
 fastconv.set_isa({isa!r})
 rng = np.random.default_rng(0)
 for shape, k, dtype in {cases!r}:
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    pages = -(-nbytes // page) + 1
-    buf = mmap.mmap(-1, pages * page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-    assert libc.mprotect(base + (pages - 1) * page, page, 0) == 0  # PROT_NONE: reads fault
-    x = np.frombuffer(buf, dtype, int(np.prod(shape)), (pages - 1) * page - nbytes).reshape(shape)
+    x = guarded(dtype, int(np.prod(shape)), 0).reshape(shape)  # reads past it fault
     x[...] = rng.standard_normal(shape)
     for threads in (1, 2):
         fastconv.set_num_threads(threads)
@@ -588,21 +595,11 @@ def test_pool_stacked_rows_read_nothing_past_the_input(isa):
     assert proc.returncode == 0 and "ok" in proc.stdout, child_report(proc)
 
 
-GUARDED_POOL_BACKWARD_CHILD = """
-import ctypes, mmap
-import reference as ref
-page = mmap.PAGESIZE
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+GUARDED_POOL_BACKWARD_CHILD = GUARDED_BUFFER + """
 fastconv.set_isa({isa!r})
 rng = np.random.default_rng(0)
 for shape in {cases!r}:
-    n = int(np.prod(shape))
-    pages = -(-n * 4 // page) + 1
-    buf = mmap.mmap(-1, pages * page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-    assert libc.mprotect(base + (pages - 1) * page, page, 1) == 0  # PROT_READ: writes fault
-    out = np.frombuffer(buf, np.float32, n, (pages - 1) * page - n * 4).reshape(shape)
+    out = guarded(np.dtype(np.float32), int(np.prod(shape)), 1).reshape(shape)  # writes fault
     x = rng.standard_normal(shape).astype(np.float32)
     _, idx = fastconv.max_pool2d(x, 2, return_indices=True)
     dy = rng.standard_normal(idx.shape).astype(np.float32)
