@@ -1485,12 +1485,15 @@ void conv2d_input_grad(const Conv2dShape& s, const T* w, const T* dy, const T* b
     const Conv2dShape t = {s.N, s.K, s.Ho, s.Wo, s.C, s.R, s.S, s.H, s.W, 1, 1,
                            flip_pad_h, flip_pad_w, s.dil_h, s.dil_w, 1};
     const MicroKernel<T> uk_cl = fitted_microkernel(uk, t.K);  // columns: dx's C channels
-    // Few-channel layers (plane_taps_preferred, rows of dx as long), and layers to at most
-    // kPlaneTapsMaxOutputs planes of dx whose padding is at least the flipped layer's (no
+    // Few-channel layers (plane_taps_preferred, rows of dx as long), and layers whose flipped
+    // layer's forward pass takes the plane loops (to at most kPlaneTapsMaxOutputs planes of
+    // dx, or from few planes of dy) and whose padding is at least the flipped layer's (no
     // more of dy's taps in its padding than of x's: 5x5 unpadded layers, 4 rows and columns
-    // of padding on 10-20, ran 0.74-0.91x): dx's few planes from rows_taps over all K*R*S
-    // taps of the padded dy (bench/ab.py, 2 threads: 32,8,32,32 -> 16 3x3 1.40x, float64
-    // 1.41x, AVX2 1.3-1.37x; 12 channels 16x16 1.15-1.27x; 8 channels 28x28 5x5 1.11-1.35x).
+    // of padding on 10-20, ran 0.74-0.91x): dx's planes from rows_taps over all K*R*S taps
+    // of the padded dy (bench/ab.py, 2 threads: 32,8,32,32 -> 16 3x3 1.40x, float64 1.41x,
+    // AVX2 1.3-1.37x; 12 channels 16x16 1.15-1.27x; 8 channels 28x28 5x5 1.11-1.35x; to 2
+    // or 3 output channels, 8,64,64,64 -> 3 3x3 and 16,32,32,32 -> 2 5x5, 4.0-5.6x, float64
+    // too; on the baseline 0.9x and 1.45x).
     const bool plane_taps = (plane_taps_preferred<T>(s) && s.W >= s.Wo) ||
                             (plane_taps_preferred<T>(t, true) && t.pad_h <= s.pad_h &&
                              t.pad_w <= s.pad_w);

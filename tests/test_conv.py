@@ -716,25 +716,27 @@ def test_pointwise_input_grad_written_into_dx(groups, C, K, bias, isa):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("c", [  # N, C, H, W, K, kernel, stride, padding, dilation, groups
     (9, 6, 14, 14, 16, 5, 1, 0, 1, 1),   # LeNet's second layer
-    (8, 3, 12, 11, 8, 3, 1, 1, 1, 1),
+    (8, 3, 12, 11, 8, 3, 1, (1, 0), 1, 1),
     (10, 4, 9, 13, 6, (3, 2), (2, 1), (1, 0), 1, 2),
     (8, 5, 10, 10, 7, 3, 2, 2, 2, 1),
     (8, 2, 9, 7, 5, (3, 4), 1, (2, 1), 1, 1),  # rows of 6, rectangular window, padded
-    # stride 1 (col2im_rows: tiles of rows by 32-byte vectors, each tap under a lane mask):
+    # stride 1 (col2im_rows: tiles of rows by 32-byte vectors, each tap under a lane mask;
+    # layers of up to 12 channels padded less than the flipped layer, which else takes
+    # rows_taps on AVX2 and AVX-512):
     (8, 3, 5, 5, 4, 5, 1, 0, 1, 1),     # one output: a run shorter than the window row
-    (8, 2, 5, 8, 3, (1, 7), 1, (0, 3), 1, 1),  # 7 taps a row, rows of one float vector
+    (8, 2, 5, 8, 3, (1, 7), 1, (0, 2), 1, 1),  # 7 taps a row, rows of one float vector
     (8, 2, 7, 6, 3, (3, 1), 1, 1, 1, 1),  # one tap a row
     (8, 4, 10, 12, 5, 3, 1, 0, 1, 1),
-    (8, 3, 9, 17, 5, 3, 1, 1, 1, 1),    # rows of 17: one lane past 16 (float64's 4 vectors)
+    (8, 3, 9, 17, 5, 3, 1, (0, 1), 1, 1),  # rows of 17: one lane past 16 (float64's 4 vectors)
     (8, 2, 11, 33, 4, (2, 5), 1, (3, 6), (1, 2), 1),  # padding past the window, dilated
     (9, 3, 7, 1, 4, (3, 1), 1, (1, 0), 1, 1),  # planes one column wide
-    (8, 2, 6, 40, 3, (1, 17), 1, (0, 8), 1, 1),  # 17 window columns: the scatter instead
-    (16, 8, 32, 32, 16, 3, 1, 1, 1, 1),  # a column gradient of 288-576 KiB an image
+    (8, 2, 6, 40, 3, (1, 17), 1, (0, 7), 1, 1),  # 17 window columns: the scatter instead
+    (16, 16, 32, 32, 8, 3, 1, 1, 1, 1),  # a column gradient of 0.6-1.2 MB an image
     # over 4 MiB of column gradient an image: bands of output rows, added into dx in turn
     (16, 40, 50, 50, 4, 5, 1, 2, 1, 1),   # 10-20 MB an image: bands of 20 or 10 rows
-    (16, 32, 120, 120, 4, 3, 2, 1, 1, 1),  # stride 2 (col2im in pairs of taps)
-    (16, 96, 3, 260, 2, (3, 7), 1, (2, 3), 1, 1),  # 2.1 MB a row: bands of one (float64:
-                                                   # 4.2 MB, chunks of whole images)
+    (16, 32, 124, 124, 4, 3, 2, 1, 1, 1),  # stride 2 (col2im in pairs of taps)
+    (16, 96, 3, 300, 3, (3, 7), 1, (2, 3), 1, 1),  # 2.4 MB a row: bands of one (float64:
+                                                   # 4.8 MB, chunks of whole images)
 ], ids=lambda c: fmt(c))
 def test_input_grad_image_by_image(c, dtype, isa):
     """Batches of small images: each thread computes one image's column gradient and
@@ -921,6 +923,7 @@ def test_forward_plane_taps(c, dtype, isa):
     (2, 8, 17, 33, 24, 3, 1, 1, 1),        # rows of 33
     (1, 12, 16, 16, 20, 5, 1, 2, 1),       # 12 planes of dx: tiles of 4 (AVX2: 2)
     (2, 5, 12, 18, 40, (3, 5), 1, (2, 3), 1),  # more than the window's padding (1, 2)
+    (2, 16, 20, 24, 2, 5, 1, 2, 1),        # 2 output channels: the flipped layer's few inputs
 ], ids=lambda c: fmt(c))
 def test_input_grad_plane_taps(c, dtype, isa):
     """The same layers' input gradient (their padding at most the window's extent), and
